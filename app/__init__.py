@@ -1,0 +1,1 @@
+"""Gandalf for Python: the data plane (and the modules the control plane shares)."""

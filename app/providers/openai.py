@@ -1,0 +1,91 @@
+"""OpenAI wire format upstream (OpenAI itself, and any OpenAI-compatible server).
+
+The client's body goes upstream as the client sent it, with only `model` swapped for the
+target's model name: fields the gateway does not know reach the upstream byte for byte, and
+the upstream's answer reaches the client the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from app.domain import (
+    Payload,
+    Reply,
+    StreamBroken,
+    UpstreamProtocolError,
+    UpstreamStatus,
+    Usage,
+)
+from app.providers.sse import FrameSplitter, split_done
+from app.providers.transport import Transport
+
+
+class _UsageEnvelope(msgspec.Struct):
+    usage: Usage | None = None
+
+
+_decode_usage = msgspec.json.Decoder(_UsageEnvelope).decode
+_encode = msgspec.json.encode
+
+
+def encode_body(payload: Payload, upstream_model: str) -> bytes:
+    """The client's body with `model` replaced; every other field exactly as it came."""
+    fields = dict(payload.fields)
+    fields["model"] = msgspec.Raw(_encode(upstream_model))
+    return _encode(fields)
+
+
+def read_usage(provider: str, body: bytes) -> Usage | None:
+    """Usage of a non-streaming answer; an answer that is not JSON is an upstream fault."""
+    try:
+        return _decode_usage(body).usage
+    except msgspec.DecodeError as exc:
+        raise UpstreamProtocolError(provider, "invalid JSON body") from exc
+
+
+class OpenAIAdapter:
+    """`domain.Provider` over an OpenAI-compatible HTTP API."""
+
+    def __init__(self, name: str, transport: Transport) -> None:
+        self._name = name
+        self._transport = transport
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def send(self, payload: Payload, upstream_model: str) -> Reply:
+        status, body, content_type = await self._transport.post(
+            payload.operation.value, encode_body(payload, upstream_model)
+        )
+        if status >= 300:
+            raise UpstreamStatus(self._name, status, body, content_type)
+        return Reply(body=body, usage=read_usage(self._name, body))
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, payload: Payload, upstream_model: str
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        async with self._transport.post_stream(
+            payload.operation.value, encode_body(payload, upstream_model)
+        ) as pieces:
+            yield _events(pieces)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+async def _events(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Complete SSE events up to the upstream's `[DONE]`; a stream that ends without it broke."""
+    splitter = FrameSplitter()
+    async for piece in pieces:
+        frames, done = split_done(splitter.feed(piece))
+        if frames:
+            yield frames
+        if done:
+            return
+    raise StreamBroken("upstream closed the stream before [DONE]")

@@ -1,0 +1,1 @@
+"""Routing: model alias to ordered targets, and failover across them."""

@@ -1,0 +1,1 @@
+"""The data plane's HTTP layer: Litestar app, hot-path ASGI handlers, auth, errors."""

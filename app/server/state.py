@@ -1,0 +1,87 @@
+"""What the handlers of one worker need, built once per process (clients in the lifespan)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+from litestar import Litestar
+
+from app.config import Config
+from app.domain import ConfigSnapshot, Provider, ProviderSettings, ServiceUnavailable
+from app.pipeline import Gateway
+from app.providers.registry import build_provider
+from app.routing.router import Router, build_routes, route_specs
+from app.server.auth import Authenticator, StaticKeys, identities_from_config
+from app.server.model_list import ModelList
+from app.snapshot import snapshot_from_config
+
+log = structlog.get_logger("gandalf.worker")
+
+
+class WorkerState:
+    """The worker's composition root: configuration in, ready collaborators out."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.max_body_bytes = config.server.max_body_bytes
+        self.keepalive_interval = config.server.keepalive_interval
+        self.authenticator = Authenticator(StaticKeys(identities_from_config(config.keys)))
+        self.model_list = ModelList((), int(time.time()))
+        self._secrets = {p.name: p.resolved_api_key for p in config.providers}
+        self._providers: dict[str, tuple[ProviderSettings, Provider]] = {}
+        self._gateway: Gateway | None = None
+        self.snapshot_version = -1
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            raise ServiceUnavailable("the gateway is starting")
+        return self._gateway
+
+    @property
+    def ready(self) -> bool:
+        return self._gateway is not None
+
+    async def apply(self, snapshot: ConfigSnapshot) -> None:
+        """Serve from `snapshot`; adapters whose settings did not change are kept."""
+        providers: dict[str, tuple[ProviderSettings, Provider]] = {}
+        for settings in snapshot.providers:
+            if not settings.enabled:
+                continue
+            current = self._providers.get(settings.name)
+            if current is not None and current[0] == settings:
+                providers[settings.name] = current
+                continue
+            adapter = build_provider(settings, self._secrets.get(settings.name, ""))
+            if adapter is not None:
+                providers[settings.name] = (settings, adapter)
+        routes = build_routes(
+            route_specs(snapshot), {name: adapter for name, (_, adapter) in providers.items()}
+        )
+        self._providers = providers
+        self.model_list = ModelList(routes, int(time.time()))
+        self._gateway = Gateway(Router(routes))
+        self.snapshot_version = snapshot.version
+        # Replaced adapters are not closed here: requests in flight still hold them, and their
+        # pools are released when the last of those requests lets go of them.
+        log.info(
+            "serving configuration",
+            version=snapshot.version,
+            providers=sorted(providers),
+            models=len(routes),
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
+        """Build the upstream clients of this worker; close them on shutdown."""
+        await self.apply(snapshot_from_config(self.config))
+        try:
+            yield
+        finally:
+            self._gateway = None
+            for _, adapter in self._providers.values():
+                await adapter.aclose()
+            self._providers = {}

@@ -1,0 +1,1 @@
+"""SQLite through APSW: used by the control plane (workers/) only."""
