@@ -39,3 +39,12 @@ def render(error: GatewayError) -> tuple[int, bytes, bytes]:
         error_body(error.message, error.type, error.param, error.code),
         JSON,
     )
+
+
+def stream_error_frame(error: GatewayError) -> bytes:
+    """An `event: error` SSE frame for a failure after the stream's head was sent."""
+    return (
+        b"event: error\ndata: "
+        + error_body(error.message, error.type, error.param, error.code)
+        + b"\n\n"
+    )

@@ -30,7 +30,7 @@ from app.domain import (
 )
 from app.providers.sse import DONE_FRAME, ERROR_FRAME, KEEPALIVE_FRAME
 from app.server.asgi import ClientDisconnected, header, read_body, respond, wait_for_disconnect
-from app.server.errors import JSON, render
+from app.server.errors import JSON, render, stream_error_frame
 from app.server.requests import decode_payload
 from app.server.state import WorkerState
 
@@ -57,17 +57,32 @@ def request_id(scope: Scope) -> bytes:
 
 
 class SseWriter:
-    """Writes SSE bytes to the client; a side task sends keep-alives when it has been quiet."""
+    """Writes the SSE answer; a side task sends keep-alives whenever it has been quiet.
 
-    __slots__ = ("_interval", "_last", "_send")
+    The response head goes out with the first event or the first keep-alive, whichever comes
+    first: an upstream that is slow to answer at all still gets keep-alives, and until then an
+    error can still be a plain JSON answer with its own status.
+    """
 
-    def __init__(self, send: Send, interval: float) -> None:
+    __slots__ = ("_extra", "_interval", "_last", "_send", "started")
+
+    def __init__(self, send: Send, interval: float, extra: list[tuple[bytes, bytes]]) -> None:
         self._send = send
         self._interval = interval
+        self._extra = extra
         self._last = time.monotonic()
+        self.started = False
+
+    async def start(self) -> None:
+        if not self.started:
+            self.started = True  # set before awaiting: the keep-alive task checks it too
+            headers = [*_SSE_HEADERS, *self._extra]
+            await self._send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def write(self, data: bytes) -> None:
         self._last = time.monotonic()
+        if not self.started:
+            await self.start()
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def finish(self, data: bytes) -> None:
@@ -93,8 +108,8 @@ class OpenAIApi:
             asgi("/v1/chat/completions", copy_scope=False)(self._op(Operation.CHAT)),
             asgi("/v1/completions", copy_scope=False)(self._op(Operation.COMPLETIONS)),
             asgi("/v1/embeddings", copy_scope=False)(self._op(Operation.EMBEDDINGS)),
-            asgi("/v1/models", copy_scope=False)(self._models_handler()),
-            asgi("/v1/models/{model:path}", copy_scope=False)(self._models_handler()),
+            # A mount, so that model ids with slashes (`org/model`) can be retrieved.
+            asgi("/v1/models", is_mount=True, copy_scope=False)(self._models_handler()),
         ]
 
     def _op(self, operation: Operation) -> Handler:
@@ -157,30 +172,46 @@ class OpenAIApi:
         send: Send,
         extra: list[tuple[bytes, bytes]],
     ) -> tuple[int, str]:
-        """Open the upstream stream (failover happens here), then pump it to the client.
+        """Open the upstream stream (failover happens here) and pump it to the client.
 
-        Errors before the upstream stream opens are raised and become a JSON error; after our
-        200 is sent, a broken upstream ends with Gandalf's `event: error` frame and `[DONE]`,
-        and a client that goes away cancels the upstream request at once.
+        Until the first byte is written, a failure is raised and becomes a JSON error. After
+        it, a failure ends the stream with an `event: error` frame and `[DONE]` (Gandalf's
+        frame for a stream that breaks mid-way). A client that goes away cancels the upstream
+        request at once, whether it is still opening or already streaming.
         """
+        writer = SseWriter(send, self._state.keepalive_interval, extra)
+        status, provider = 200, ""
+        failure: GatewayError | None = None
+        gone = False
         async with contextlib.AsyncExitStack() as stack:
-            target, events = await self._state.gateway.open_stream(identity, payload, stack)
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]}
-            )
-            writer = SseWriter(send, self._state.keepalive_interval)
-            status = 200
             try:
                 async with asyncio.TaskGroup() as tasks:
                     watcher = tasks.create_task(wait_for_disconnect(receive), name="sse-disconnect")
                     ticker = tasks.create_task(writer.keep_alive(), name="sse-keepalive")
-                    status = await _pump(events, writer)
-                    watcher.cancel()
-                    ticker.cancel()
-                    await writer.finish(DONE_FRAME)
+                    try:
+                        target, events = await self._state.gateway.open_stream(
+                            identity, payload, stack
+                        )
+                        provider = target.provider.name
+                        await writer.start()
+                        status = await _pump(events, writer)
+                        await writer.finish(DONE_FRAME)
+                    except GatewayError as exc:
+                        failure = exc
+                    finally:
+                        watcher.cancel()
+                        ticker.cancel()
             except* ClientDisconnected:
-                status = CLIENT_CLOSED
-            return status, target.provider.name
+                gone = True
+        if gone:
+            return CLIENT_CLOSED, provider
+        if failure is not None:
+            if not writer.started:
+                raise failure
+            await writer.write(stream_error_frame(failure))
+            await writer.finish(DONE_FRAME)
+            return failure.http_status, getattr(failure, "provider", provider)
+        return status, provider
 
     async def models(self, scope: Scope, send: Send) -> None:
         rid = request_id(scope)
@@ -190,7 +221,7 @@ class OpenAIApi:
             if method != "GET":
                 raise MethodNotAllowed(f"method {method} not allowed; use GET")
             identity = await self._state.authenticator.authenticate(header(scope, b"authorization"))
-            wanted = scope["path_params"].get("model")
+            wanted = scope["path"].strip("/") or None
             body = self._state.model_list.render(identity, wanted)
             await respond(send, 200, body, JSON, extra)
         except GatewayError as exc:

@@ -1,0 +1,1 @@
+"""Fake provider servers on loopback, shared by tests, the benchmark and load tests."""
