@@ -1,52 +1,48 @@
 """The HTTP seam between adapters and the network: one pooled upstream client per provider.
 
-Adapters speak to `Transport` only, so the client library can change without touching them.
-The client is aiohttp. Measured on this machine (loadtests/README.md), client CPU per small
-request: httpx 0.7-1.9 ms, aiohttp ~170 us, pyreqwest ~80 us. pyreqwest was the fastest but was
-rejected: cancelling an awaited pyreqwest request does not abort it (the Rust side keeps the
-connection and reads the answer to the end), so a client that goes away would leave the
-upstream generating - and billing - a completion nobody reads. aiohttp closes the connection
-the moment the awaiting task is cancelled.
-
-Timeouts are a connect timeout and a read timeout (the longest wait for the next bytes: the
-response head, or the next piece of a stream), never a whole-request timeout, which would cut
-long streams.
+Adapters speak to `Transport` only, so the client can change without touching them. It is
+`http1.Http1Pool` (see its docstring for why not httpx, aiohttp or pyreqwest). Timeouts are a
+connect timeout and a read timeout (the longest wait for the next bytes: the response head, or
+the next piece of a stream), never a whole-request timeout, which would cut long streams.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 
-import aiohttp
+from app.domain import (
+    StreamBroken,
+    UpstreamProtocolError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from app.providers.http1 import Answer, ConnectionLost, Http1Pool, ReadTimeout
 
-from app.domain import StreamBroken, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
-
+MAX_BODY = 64 * 1024 * 1024
+"""Largest non-streaming answer read from an upstream."""
 MAX_ERROR_BODY = 65536
 """Upstream error bodies are read up to this many bytes."""
 
 
 @contextlib.contextmanager
 def upstream_errors(provider: str) -> Iterator[None]:
-    """Turn client exceptions raised before an answer is under way into domain errors."""
+    """Turn client failures before an answer is under way into domain errors."""
     try:
         yield
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except (TimeoutError, ReadTimeout) as exc:
         raise UpstreamTimeout(provider) from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnreachable(provider, _cause(exc)) from exc
-
-
-def _cause(exc: BaseException) -> str:
-    """A short description of a client error, without the URL's query or any header."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"connect failed: {exc.os_error.strerror or exc.os_error}"
-    return type(exc).__name__
+    except ConnectionLost as exc:
+        if exc.before_answer:
+            raise UpstreamUnreachable(provider, str(exc)) from exc
+        raise UpstreamProtocolError(provider, str(exc)) from exc
+    except OSError as exc:
+        raise UpstreamUnreachable(provider, exc.strerror or type(exc).__name__) from exc
 
 
 class Transport:
-    """A keep-alive connection pool to one upstream base URL (built inside a running loop)."""
+    """A keep-alive connection pool to one upstream base URL."""
 
     def __init__(
         self,
@@ -59,25 +55,19 @@ class Transport:
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
-        self._headers = {"content-type": "application/json", **headers}
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=90, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=connect_timeout, sock_read=read_timeout
-            ),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        self._pool = Http1Pool(
+            self.base_url,
+            {"Content-Type": "application/json", **headers},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
         )
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes, str]:
         """POST and read the whole answer: (status, body, content type)."""
         with upstream_errors(self.provider):
-            async with self._session.post(
-                self.base_url + path, data=body, headers=self._headers
-            ) as response:
-                data = await response.read()
-                return response.status, data, response.headers.get("content-type", "")
+            async with self._pool.post(path, body) as answer:
+                data = await self._pool.read_all(answer, MAX_BODY)
+                return answer.status, data, answer.content_type.decode("latin-1")
 
     @contextlib.asynccontextmanager
     async def post_stream(self, path: str, body: bytes) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -89,26 +79,23 @@ class Transport:
         """
         async with contextlib.AsyncExitStack() as stack:
             with upstream_errors(self.provider):
-                response = await stack.enter_async_context(
-                    self._session.post(self.base_url + path, data=body, headers=self._headers)
-                )
-                if response.status >= 300:
-                    data = await response.content.read(MAX_ERROR_BODY)
+                answer = await stack.enter_async_context(self._pool.post(path, body))
+                if answer.status >= 300:
+                    data = await self._pool.read_all(answer, MAX_ERROR_BODY)
                     raise UpstreamStatus(
                         self.provider,
-                        response.status,
+                        answer.status,
                         data,
-                        response.headers.get("content-type", ""),
+                        answer.content_type.decode("latin-1"),
                     )
-            yield _pieces(response)
+            yield self._pieces(answer)
+
+    async def _pieces(self, answer: Answer) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._pool.pieces(answer):
+                yield piece
+        except (ReadTimeout, ConnectionLost) as exc:
+            raise StreamBroken(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
-        await self._session.close()
-
-
-async def _pieces(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    try:
-        async for piece in response.content.iter_any():
-            yield piece
-    except (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError) as exc:  # noqa: UP041
-        raise StreamBroken(_cause(exc)) from exc
+        self._pool.close()

@@ -103,14 +103,20 @@ class OpenAIApi:
     def __init__(self, state: WorkerState) -> None:
         self._state = state
 
+    def hot_paths(self) -> dict[str, Handler]:
+        """Exact paths served without going through Litestar's router and middleware."""
+        return {
+            "/v1/chat/completions": self._op(Operation.CHAT),
+            "/v1/completions": self._op(Operation.COMPLETIONS),
+            "/v1/embeddings": self._op(Operation.EMBEDDINGS),
+        }
+
     def handlers(self) -> list[ASGIRouteHandler]:
-        return [
-            asgi("/v1/chat/completions", copy_scope=False)(self._op(Operation.CHAT)),
-            asgi("/v1/completions", copy_scope=False)(self._op(Operation.COMPLETIONS)),
-            asgi("/v1/embeddings", copy_scope=False)(self._op(Operation.EMBEDDINGS)),
-            # A mount, so that model ids with slashes (`org/model`) can be retrieved.
-            asgi("/v1/models", is_mount=True, copy_scope=False)(self._models_handler()),
-        ]
+        """The same routes as Litestar handlers (reached when a hot path is not taken)."""
+        handlers = [asgi(path, copy_scope=False)(fn) for path, fn in self.hot_paths().items()]
+        # A mount, so that model ids with slashes (`org/model`) can be retrieved.
+        handlers.append(asgi("/v1/models", is_mount=True, copy_scope=False)(self._models_handler()))
+        return handlers
 
     def _op(self, operation: Operation) -> Handler:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
 
+import redis.asyncio as aioredis
 import structlog
 from litestar import Litestar
 
 from app.config import Config
 from app.domain import ConfigSnapshot, Provider, ProviderSettings, ServiceUnavailable
+from app.keyspace import Keyspace
 from app.pipeline import Gateway
 from app.providers.registry import build_provider
 from app.routing.router import Router, build_routes, route_specs
 from app.server.auth import Authenticator, StaticKeys, identities_from_config
+from app.server.control import ControlLink, KeyCache
 from app.server.model_list import ModelList
 from app.snapshot import snapshot_from_config
 
@@ -34,6 +38,8 @@ class WorkerState:
         self._providers: dict[str, tuple[ProviderSettings, Provider]] = {}
         self._gateway: Gateway | None = None
         self.snapshot_version = -1
+        self.keyspace = Keyspace(config.redis.key_prefix)
+        self.redis: aioredis.Redis | None = None
 
     @property
     def gateway(self) -> Gateway:
@@ -74,14 +80,47 @@ class WorkerState:
             models=len(routes),
         )
 
+    async def is_ready(self) -> bool:
+        """Serving a configuration, and (with a control plane) Redis answers."""
+        if self._gateway is None:
+            return False
+        if self.redis is None:
+            return True
+        try:
+            return bool(await self.redis.ping())
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            return False
+
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
-        """Build the upstream clients of this worker; close them on shutdown."""
-        await self.apply(snapshot_from_config(self.config))
-        try:
-            yield
-        finally:
-            self._gateway = None
-            for _, adapter in self._providers.values():
-                await adapter.aclose()
-            self._providers = {}
+        """Build this worker's clients and background tasks; close them on shutdown.
+
+        Without `redis.url` the worker serves its own YAML file. With it, keys and
+        configuration come from what the control plane publishes, and a background task
+        follows its announcements.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self._close_providers)
+            if not self.config.redis.url:
+                await self.apply(snapshot_from_config(self.config))
+                yield
+                return
+            self.redis = aioredis.Redis.from_url(
+                self.config.redis.url, socket_timeout=5, socket_connect_timeout=2
+            )
+            stack.push_async_callback(self.redis.aclose)
+            keys = KeyCache(self.redis, self.keyspace)
+            self.authenticator = Authenticator(keys)
+            link = ControlLink(self.redis, self.keyspace, keys, self.apply)
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            follower = tasks.create_task(link.follow(), name="control-plane-follower")
+            try:
+                yield
+            finally:
+                follower.cancel()
+
+    async def _close_providers(self) -> None:
+        self._gateway = None
+        for _, adapter in self._providers.values():
+            await adapter.aclose()
+        self._providers = {}

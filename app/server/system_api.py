@@ -13,9 +13,9 @@ def system_handlers(state: WorkerState) -> list[HTTPRouteHandler]:
     def healthz() -> str:
         return "ok"
 
-    @get("/readyz", media_type="text/plain", sync_to_thread=False, include_in_schema=False)
-    def readyz() -> Response[str]:
-        if state.ready:
+    @get("/readyz", media_type="text/plain", include_in_schema=False)
+    async def readyz() -> Response[str]:
+        if await state.is_ready():
             return Response("ok", media_type="text/plain")
         return Response("not ready", status_code=503, media_type="text/plain")
 

@@ -1,0 +1,47 @@
+"""Redis key, stream and channel names. Pure; the control plane imports it too.
+
+Every name starts with the configured prefix (`redis.key_prefix`, default `gandalf`). Keys that
+one Lua script touches together share a hash tag (`{…}`), so the same scripts run unchanged on
+Redis Cluster: the per-key limiter state is tagged by key id, the published configuration by
+`{config}`.
+"""
+
+from __future__ import annotations
+
+
+class Keyspace:
+    """All Redis names of one gateway installation."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = "gandalf") -> None:
+        self.prefix = prefix
+
+    @property
+    def key_index(self) -> str:
+        """Hash: API key SHA-256 → identity JSON (never the plaintext key)."""
+        return f"{self.prefix}:{{config}}:keys"
+
+    @property
+    def snapshot(self) -> str:
+        """String: the published configuration (routes, providers without secrets) as JSON."""
+        return f"{self.prefix}:{{config}}:snapshot"
+
+    @property
+    def snapshot_version(self) -> str:
+        """String: the version number of the published snapshot."""
+        return f"{self.prefix}:{{config}}:version"
+
+    @property
+    def events(self) -> str:
+        """Pub/sub channel on which the control plane announces changes."""
+        return f"{self.prefix}:events"
+
+    @property
+    def supervisor_heartbeat(self) -> str:
+        """String with a TTL that the supervisor refreshes while it is alive."""
+        return f"{self.prefix}:supervisor:heartbeat"
+
+    def limits(self, key_id: str) -> str:
+        """Hash tag shared by every limiter key of one API key."""
+        return f"{self.prefix}:{{k:{key_id}}}"
