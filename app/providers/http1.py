@@ -5,8 +5,8 @@ load on this machine, against a budget of 300 us for the whole gateway; pyreqwes
 in-flight request cannot be aborted (cancelling the awaiting task leaves the Rust side reading
 the answer), so a client that goes away would leave the upstream generating. This client does
 one thing: POST a body with keep-alive pooling, TLS, and connect/read timeouts - and closes
-the connection the moment the awaiting task is cancelled. Measured: about 40 us of CPU per
-request (loadtests/README.md).
+the connection the moment the awaiting task is cancelled. With it the whole gateway spends about
+250 us of CPU per plain request (README, Performance).
 """
 
 from __future__ import annotations

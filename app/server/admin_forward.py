@@ -6,7 +6,7 @@ path, query, body and the headers that matter, and the answer's status, body and
 
 from __future__ import annotations
 
-import aiohttp
+import httpx
 from litestar import asgi
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
@@ -25,17 +25,14 @@ class AdminForwarder:
 
     def __init__(self, control_url: str) -> None:
         self.control_url = control_url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
+        self._session: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=30, connect=2),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._session = httpx.AsyncClient(timeout=httpx.Timeout(30, connect=2))
 
     async def aclose(self) -> None:
         if self._session is not None:
-            await self._session.close()
+            await self._session.aclose()
 
     def handler(self) -> ASGIRouteHandler:
         async def forward(scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,16 +59,15 @@ class AdminForwarder:
         if query:
             url += "?" + query.decode()
         try:
-            async with self._session.request(
-                str(scope.get("method", "GET")), url, data=body or None, headers=headers
-            ) as answer:
-                data = await answer.read()
-                extra = [
-                    (name.encode(), answer.headers[name].encode())
-                    for name in _FORWARDED_RESPONSE[1:]
-                    if name in answer.headers
-                ]
-                content_type = answer.headers.get("content-type", "application/json").encode()
-                await respond(send, answer.status, data, content_type, extra)
-        except aiohttp.ClientError as exc:
+            answer = await self._session.request(
+                str(scope.get("method", "GET")), url, content=body or None, headers=headers
+            )
+        except httpx.HTTPError as exc:
             raise UpstreamUnreachable("control-plane", type(exc).__name__) from exc
+        extra = [
+            (name.encode(), answer.headers[name].encode())
+            for name in _FORWARDED_RESPONSE[1:]
+            if name in answer.headers
+        ]
+        content_type = answer.headers.get("content-type", "application/json").encode()
+        await respond(send, answer.status_code, answer.content, content_type, extra)
