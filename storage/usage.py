@@ -1,0 +1,148 @@
+"""Usage records and rollups: idempotent batch inserts, filtered listing, the summary.
+
+A usage event redelivered by the Redis stream has the same `request_id` and is ignored, so
+the recorder can insert then acknowledge without counting anything twice. Rollups are
+computed elsewhere (workers/rollups.py) and only stored and read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import apsw
+import msgspec
+import uuid_utils
+
+from storage.db import count
+from storage.errors import InvalidValue, constraint_errors
+from storage.records import PERIODS, Rollup, UsageRecord, normalize_time
+
+_USAGE_COLUMNS = tuple(UsageRecord.__struct_fields__)
+_ROLLUP_COLUMNS = tuple(Rollup.__struct_fields__)
+_ROLLUP_KEY = ("org_id", "key_id", "model", "period", "bucket")
+
+
+class UsageFilters(msgspec.Struct, kw_only=True):
+    """Query filters of `GET /usage` and `/usage/summary`; None = any."""
+
+    org_id: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+    since: str | None = None
+    """Inclusive lower bound (RFC3339, any offset)."""
+    until: str | None = None
+    """Exclusive upper bound (RFC3339, any offset)."""
+    period: str | None = None
+    """`hourly` or `daily`: the summary only."""
+
+
+def insert_usage(conn: apsw.Connection, records: Iterable[UsageRecord]) -> int:
+    """Insert a batch; records whose `request_id` is already stored are skipped.
+
+    Returns:
+        How many rows were inserted.
+
+    Raises:
+        InvalidValue: a malformed `created_at`, or a value the schema refuses.
+    """
+    rows = [_usage_values(r) for r in records]
+    if not rows:
+        return 0
+    marks = ", ".join(f":{c}" for c in _USAGE_COLUMNS)
+    before = conn.total_changes()
+    # ON CONFLICT (request_id) rather than INSERT OR IGNORE: OR IGNORE would also drop rows
+    # that break a NOT NULL or CHECK constraint, silently losing usage.
+    with constraint_errors("usage record"):
+        conn.executemany(
+            f"INSERT INTO usage_records ({', '.join(_USAGE_COLUMNS)}) VALUES ({marks}) "  # noqa: S608
+            "ON CONFLICT (request_id) DO NOTHING",
+            rows,
+        )
+    return conn.total_changes() - before
+
+
+def _usage_values(record: UsageRecord) -> dict[str, Any]:
+    values = msgspec.structs.asdict(record)
+    values["id"] = record.id or str(uuid_utils.uuid7())
+    values["cached"] = int(record.cached)
+    values["created_at"] = normalize_time(record.created_at)
+    return values
+
+
+def _usage(row: Sequence[Any]) -> UsageRecord:
+    fields = dict(zip(_USAGE_COLUMNS, row, strict=True))
+    fields["cached"] = bool(fields["cached"])
+    return UsageRecord(**fields)
+
+
+def _where(filters: UsageFilters, time_column: str) -> tuple[str, dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    for column in ("org_id", "key_id", "model"):
+        value = getattr(filters, column)
+        if value is not None:
+            clauses.append(f"{column} = :{column}")
+            params[column] = value
+    # normalized so that the text comparison is a time comparison (Gandalf compared the raw
+    # strings: `+02:00` offsets or missing milliseconds gave wrong answers)
+    if filters.since is not None:
+        clauses.append(f"{time_column} >= :since")
+        params["since"] = normalize_time(filters.since)
+    if filters.until is not None:
+        clauses.append(f"{time_column} < :until")
+        params["until"] = normalize_time(filters.until)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def list_usage(
+    conn: apsw.Connection, filters: UsageFilters, offset: int = 0, limit: int = 50
+) -> tuple[list[UsageRecord], int]:
+    """A page of usage records, newest first, and the total matching the filters."""
+    where, params = _where(filters, "created_at")
+    rows = conn.execute(
+        f"SELECT {', '.join(_USAGE_COLUMNS)} FROM usage_records {where} "  # noqa: S608
+        "ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset",
+        {**params, "limit": max(0, limit), "offset": max(0, offset)},
+    ).fetchall()
+    total = count(conn, f"SELECT COUNT(*) FROM usage_records {where}", params)  # noqa: S608
+    return [_usage(r) for r in rows], total
+
+
+def usage_summary(conn: apsw.Connection, filters: UsageFilters) -> list[Rollup]:
+    """Rollups matching the filters (`since`/`until` bound the bucket), newest bucket first."""
+    where, params = _where(filters, "bucket")
+    if filters.period is not None:
+        if filters.period not in PERIODS:
+            raise InvalidValue(f"invalid period {filters.period!r}: use hourly or daily")
+        where = f"{where} AND period = :period" if where else "WHERE period = :period"
+        params["period"] = filters.period
+    rows = conn.execute(
+        f"SELECT {', '.join(_ROLLUP_COLUMNS)} FROM usage_rollups {where} "  # noqa: S608
+        "ORDER BY bucket DESC, org_id, key_id, model",
+        params,
+    ).fetchall()
+    return [_rollup(r) for r in rows]
+
+
+def _rollup(row: Sequence[Any]) -> Rollup:
+    fields: dict[str, Any] = dict(zip(_ROLLUP_COLUMNS, row, strict=True))
+    return Rollup(**fields)
+
+
+def upsert_rollups(conn: apsw.Connection, rollups: Iterable[Rollup]) -> int:
+    """Store rollups, replacing the values of existing buckets (recomputing is idempotent)."""
+    rows = [msgspec.structs.asdict(r) for r in rollups]
+    for row in rows:
+        row["bucket"] = normalize_time(row["bucket"])
+    if not rows:
+        return 0
+    marks = ", ".join(f":{c}" for c in _ROLLUP_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _ROLLUP_COLUMNS if c not in _ROLLUP_KEY)
+    with constraint_errors("rollup"):
+        conn.executemany(
+            f"INSERT INTO usage_rollups ({', '.join(_ROLLUP_COLUMNS)}) VALUES ({marks}) "  # noqa: S608
+            f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET {updates}",
+            rows,
+        )
+    return len(rows)

@@ -1,0 +1,200 @@
+"""storage/usage.py: idempotent inserts by request id, filtered listing, the summary."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import msgspec
+import pytest
+
+from storage.db import config_version, open_connection
+from storage.errors import InvalidValue
+from storage.migrate import migrate
+from storage.records import Rollup, UsageRecord
+from storage.usage import UsageFilters, insert_usage, list_usage, upsert_rollups, usage_summary
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[apsw.Connection]:
+    connection = open_connection(str(tmp_path / "gandalf.db"))
+    migrate(connection)
+    yield connection
+    connection.close()
+
+
+def _usage(request_id: str, created_at: str, **fields: Any) -> UsageRecord:
+    base: dict[str, Any] = {
+        "request_id": request_id,
+        "key_id": "k1",
+        "org_id": "default",
+        "model": "chat",
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "total_tokens": 15,
+        "cached": False,
+        "latency_ms": 120,
+        "status_code": 200,
+        "usage_source": "provider",
+        "created_at": created_at,
+    }
+    return UsageRecord(**{**base, **fields})
+
+
+def _rollup(bucket: str, period: str = "hourly", **fields: Any) -> Rollup:
+    base: dict[str, Any] = {
+        "org_id": "default",
+        "key_id": "k1",
+        "model": "chat",
+        "period": period,
+        "bucket": bucket,
+        "request_count": 2,
+        "prompt_tokens": 20,
+        "completion_tokens": 10,
+        "cached_tokens": 0,
+        "total_tokens": 30,
+        "cost_usd": 0.01,
+        "cached_count": 1,
+    }
+    return Rollup(**{**base, **fields})
+
+
+def test_insert_assigns_ids_and_round_trips(conn: apsw.Connection) -> None:
+    record = _usage(
+        "r1",
+        "2026-01-01T10:00:00Z",
+        upstream_model="gpt-4o-2024",
+        provider_id="openai",
+        cached_tokens=3,
+        cost_usd=0.5,
+        ttft_ms=40,
+        user_id="u1",
+        usage_source="estimated",
+    )
+    assert insert_usage(conn, [record]) == 1
+    rows, total = list_usage(conn, UsageFilters())
+    assert total == 1
+    stored = rows[0]
+    assert uuid.UUID(stored.id).version == 7
+    assert stored.created_at == "2026-01-01T10:00:00.000Z"
+    assert msgspec.structs.replace(stored, id="", created_at=record.created_at) == record
+
+
+def test_a_redelivered_request_id_is_ignored(conn: apsw.Connection) -> None:
+    batch = [_usage("r1", "2026-01-01T10:00:00Z"), _usage("r2", "2026-01-01T10:00:01Z")]
+    assert insert_usage(conn, batch) == 2
+    again = [
+        _usage("r2", "2026-01-01T10:00:01Z", total_tokens=999),
+        _usage("r3", "2026-01-01T10:00:02Z"),
+    ]
+    assert insert_usage(conn, again) == 1
+    rows, total = list_usage(conn, UsageFilters())
+    assert total == 3
+    assert {r.request_id: r.total_tokens for r in rows}["r2"] == 15
+    assert insert_usage(conn, []) == 0
+
+
+def test_a_bad_row_fails_the_batch_instead_of_vanishing(conn: apsw.Connection) -> None:
+    with pytest.raises(InvalidValue):
+        insert_usage(conn, [_usage("r1", "2026-01-01T10:00:00Z", usage_source="guessed")])
+    with pytest.raises(InvalidValue, match="RFC3339"):
+        insert_usage(conn, [_usage("r1", "not a time")])
+
+
+def test_usage_does_not_bump_the_config_version(conn: apsw.Connection) -> None:
+    start = config_version(conn)
+    insert_usage(conn, [_usage("r1", "2026-01-01T10:00:00Z")])
+    upsert_rollups(conn, [_rollup("2026-01-01T10:00:00Z")])
+    assert config_version(conn) == start
+
+
+@pytest.fixture
+def filled(conn: apsw.Connection) -> apsw.Connection:
+    insert_usage(
+        conn,
+        [
+            _usage("a", "2026-01-01T09:59:59.999Z"),
+            _usage("b", "2026-01-01T10:00:00Z"),
+            _usage("c", "2026-01-01T10:30:00Z", model="embed"),
+            _usage("d", "2026-01-01T11:00:00Z", key_id="k2", org_id="acme"),
+        ],
+    )
+    return conn
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (UsageFilters(), ["d", "c", "b", "a"]),
+        (UsageFilters(org_id="default"), ["c", "b", "a"]),
+        (UsageFilters(key_id="k2"), ["d"]),
+        (UsageFilters(model="embed"), ["c"]),
+        (UsageFilters(since="2026-01-01T10:00:00Z"), ["d", "c", "b"]),
+        (UsageFilters(until="2026-01-01T11:00:00Z"), ["c", "b", "a"]),
+        # the same instants with an offset: Gandalf compared raw strings and got these wrong
+        (
+            UsageFilters(since="2026-01-01T12:00:00+02:00", until="2026-01-01T13:00+02:00"),
+            ["c", "b"],
+        ),
+        (UsageFilters(org_id="default", model="chat", since="2026-01-01T10:00:00Z"), ["b"]),
+    ],
+)
+def test_list_filters(filled: apsw.Connection, filters: UsageFilters, expected: list[str]) -> None:
+    rows, total = list_usage(filled, filters)
+    assert [r.request_id for r in rows] == expected
+    assert total == len(expected)
+
+
+def test_list_paginates_newest_first(filled: apsw.Connection) -> None:
+    rows, total = list_usage(filled, UsageFilters(), offset=1, limit=2)
+    assert ([r.request_id for r in rows], total) == (["c", "b"], 4)
+
+
+def test_bad_since_is_invalid(filled: apsw.Connection) -> None:
+    with pytest.raises(InvalidValue, match="RFC3339"):
+        list_usage(filled, UsageFilters(since="yesterday"))
+
+
+def test_rollups_upsert_replaces_values(conn: apsw.Connection) -> None:
+    assert upsert_rollups(conn, [_rollup("2026-01-01T10:00:00Z")]) == 1
+    upsert_rollups(conn, [_rollup("2026-01-01T10:00:00Z", request_count=7)])
+    (stored,) = usage_summary(conn, UsageFilters())
+    assert stored.request_count == 7
+    assert stored.bucket == "2026-01-01T10:00:00.000Z"
+    assert upsert_rollups(conn, []) == 0
+
+
+def test_summary_filters_by_period_and_bucket(conn: apsw.Connection) -> None:
+    upsert_rollups(
+        conn,
+        [
+            _rollup("2026-01-01T09:00:00Z"),
+            _rollup("2026-01-01T10:00:00Z"),
+            _rollup("2026-01-01T00:00:00Z", period="daily"),
+            _rollup("2026-01-01T10:00:00Z", org_id="acme", key_id="k2"),
+        ],
+    )
+    hourly = usage_summary(conn, UsageFilters(period="hourly", org_id="default"))
+    assert [r.bucket for r in hourly] == ["2026-01-01T10:00:00.000Z", "2026-01-01T09:00:00.000Z"]
+    daily = usage_summary(conn, UsageFilters(period="daily"))
+    assert [(r.period, r.bucket) for r in daily] == [("daily", "2026-01-01T00:00:00.000Z")]
+    window = usage_summary(
+        conn, UsageFilters(since="2026-01-01T09:30:00Z", until="2026-01-01T11:00:00Z")
+    )
+    assert [(r.org_id, r.bucket) for r in window] == [
+        ("acme", "2026-01-01T10:00:00.000Z"),
+        ("default", "2026-01-01T10:00:00.000Z"),
+    ]
+    with pytest.raises(InvalidValue, match="period"):
+        usage_summary(conn, UsageFilters(period="weekly"))
+
+
+def test_rollup_json_has_gandalf_fields(conn: apsw.Connection) -> None:
+    body = msgspec.json.decode(msgspec.json.encode(_rollup("2026-01-01T10:00:00.000Z")))
+    assert set(body) >= {
+        "org_id", "key_id", "model", "period", "bucket", "request_count", "prompt_tokens",
+        "completion_tokens", "total_tokens", "cost_usd", "cached_count",
+    }  # fmt: skip
