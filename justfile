@@ -24,7 +24,7 @@ unit *args: install
 lint: install
     {{venv}}/bin/ruff check .
     {{venv}}/bin/ruff format --check .
-    {{venv}}/bin/mypy app workers
+    {{venv}}/bin/mypy app workers storage
     {{venv}}/bin/lint-imports
 
 # Format the code.

@@ -1,7 +1,8 @@
 """`gandalf`: the command line, and the composition root of the processes it starts.
 
 gandalf serve --config PATH    the data plane: Granian with server.workers workers
-gandalf run --config PATH      everything on one machine (today: the data plane)
+gandalf run --config PATH      everything on one machine: supervisor, embedded Redis, data plane
+gandalf supervisor --config PATH   the control plane alone (Kubernetes)
 gandalf check --config PATH    validate a configuration file and exit
 gandalf --version
 """
@@ -16,7 +17,13 @@ from pathlib import Path
 
 import structlog
 
-from app.config import CONFIG_ENV_VAR, Config, ConfigError, load_config
+from app.config import (
+    CONFIG_ENV_VAR,
+    Config,
+    ConfigError,
+    load_config,
+    supervisor_pid_from_environment,
+)
 from app.telemetry.logging import configure_logging
 
 APP_TARGET = "app.server.factory:create_app"
@@ -49,6 +56,11 @@ def serve(path: str | None) -> int:
         log.warning(warning)
     if path is not None:
         os.environ[CONFIG_ENV_VAR] = str(Path(path).resolve())  # the workers read it
+    supervisor = supervisor_pid_from_environment()
+    if supervisor is not None:
+        from workers.lifetime import stop_when_orphaned  # noqa: PLC0415
+
+        stop_when_orphaned(supervisor)
     server = config.server
     log.info(
         "starting data plane",
@@ -81,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"gandalf {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
-        ("serve", "run the data plane (Granian workers)"),
         ("run", "run everything on this machine"),
+        ("serve", "run the data plane (Granian workers)"),
+        ("supervisor", "run the control plane alone"),
         ("check", "validate a configuration file"),
     ):
         sub = commands.add_parser(name, help=text)
@@ -96,7 +109,28 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"warning: {warning}\n")
         sys.stdout.write("configuration is valid\n")
         return 0
-    return serve(args.config)
+    if args.command == "serve":
+        return serve(args.config)
+    return supervise(args.config, data_plane=args.command == "run")
+
+
+def supervise(path: str | None, *, data_plane: bool) -> int:
+    """The supervisor: control plane, plus embedded Redis and data plane for `run`."""
+    import asyncio  # noqa: PLC0415
+
+    from workers.supervisor import Supervisor  # noqa: PLC0415 - control plane only
+
+    config, warnings = _load(path)
+    configure_logging(config.server.log_format, config.server.log_level)
+    log = structlog.get_logger("gandalf")
+    for warning in warnings:
+        log.warning(warning)
+    if not data_plane and not config.redis.url:
+        log.error("gandalf supervisor needs redis.url (the embedded Redis is for gandalf run)")
+        return 2
+    log.info("starting supervisor", version=package_version(), data_plane=data_plane)
+    supervisor = Supervisor(config, Path(path) if path else None, data_plane=data_plane)
+    return asyncio.run(supervisor.run())
 
 
 if __name__ == "__main__":

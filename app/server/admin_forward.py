@@ -11,7 +11,7 @@ from litestar import asgi
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
 
-from app.domain import GatewayError, ServiceUnavailable, UpstreamUnreachable
+from app.domain import GatewayError, ServiceUnavailable
 from app.server.asgi import read_body, respond
 from app.server.errors import render
 
@@ -63,7 +63,10 @@ class AdminForwarder:
                 str(scope.get("method", "GET")), url, content=body or None, headers=headers
             )
         except httpx.HTTPError as exc:
-            raise UpstreamUnreachable("control-plane", type(exc).__name__) from exc
+            # Only the admin API is down: this worker keeps serving models from Redis.
+            raise ServiceUnavailable(
+                "the admin API is unavailable: the control plane does not answer"
+            ) from exc
         extra = [
             (name.encode(), answer.headers[name].encode())
             for name in _FORWARDED_RESPONSE[1:]

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 import structlog
 from litestar import Litestar
 
-from app.config import Config
+from app.config import Config, secret_from_environment
 from app.domain import ConfigSnapshot, Provider, ProviderSettings, ServiceUnavailable
 from app.keyspace import Keyspace
 from app.pipeline import Gateway
@@ -61,7 +61,10 @@ class WorkerState:
             if current is not None and current[0] == settings:
                 providers[settings.name] = current
                 continue
-            adapter = build_provider(settings, self._secrets.get(settings.name, ""))
+            api_key = self._secrets.get(settings.name) or secret_from_environment(
+                settings.api_key_env
+            )
+            adapter = build_provider(settings, api_key)
             if adapter is not None:
                 providers[settings.name] = (settings, adapter)
         routes = build_routes(

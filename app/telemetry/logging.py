@@ -50,3 +50,5 @@ def configure_logging(
             cache_logger_on_first_use=True,
         )
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(name)s %(message)s")
+    # one line per admin call relayed is noise next to our own request line
+    logging.getLogger("httpx").setLevel(logging.WARNING)

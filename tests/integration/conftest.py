@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from tests.fakes.upstreams.harness import FakeUpstream
-from tests.integration.harness import TEST_KEY, Gateway, free_port, openai_provider
+from tests.integration.harness import ADMIN_KEY, TEST_KEY, Gateway, free_port, openai_provider
+
+OTHER_ORG_ADMIN = "gnd_other-org-admin-0000000000000000000000000000"
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +80,32 @@ def gateway(
     workdir: Path = tmp_path_factory.mktemp("gateway")
     with Gateway(base_config(upstream, backup_upstream), workdir) as gw:
         yield gw
+
+
+def control_plane_config(upstream: FakeUpstream, db: Path) -> dict[str, Any]:
+    """`gandalf run` on the SQLite file `db`: one provider, route `chat`, three seeded keys."""
+    return {
+        "server": {"workers": 2},
+        "database": {"dsn": str(db)},
+        "providers": [openai_provider("fake", upstream.url, models=["m1"])],
+        "routes": [{"model_alias": "chat", "targets": [{"provider": "fake", "model": "up-chat"}]}],
+        "keys": [
+            {"name": "member", "key": TEST_KEY, "role": "member"},
+            {"name": "viewer", "key": TEST_KEY + "-viewer", "role": "viewer"},
+            {"name": "other", "key": OTHER_ORG_ADMIN, "role": "admin", "org_id": "other"},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The whole gateway (`gandalf run`) with the bootstrap admin key `ADMIN_KEY`."""
+    workdir = tmp_path_factory.mktemp("run")
+    gateway = Gateway(
+        control_plane_config(upstream, workdir / "gandalf.db"),
+        workdir,
+        command="run",
+        env={"GANDALF_ADMIN_KEY": ADMIN_KEY, "GANDALF_TEST_SECOND_KEY": "sk-fake"},
+    )
+    with gateway:
+        yield gateway

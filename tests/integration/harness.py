@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import socket
@@ -12,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_KEY = "gnd_test-key-0123456789abcdefghijklmnopqrstuvwxyz"
+ADMIN_KEY = "gnd_admin-bootstrap-key-000000000000000000000000"
+"""Bootstrapped through GANDALF_ADMIN_KEY by the control-plane fixtures."""
+MESSAGES = [{"role": "user", "content": "hello"}]
 
 
 def free_port() -> int:
@@ -27,22 +32,42 @@ def free_port() -> int:
 class Gateway:
     """A `gandalf serve` process and the config it runs with."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, command: str = "serve") -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        command: str = "serve",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
+        self.admin_port = free_port()
+        config = copy.deepcopy(config)
         config.setdefault("server", {})
         config["server"].setdefault("addr", f"127.0.0.1:{self.port}")
+        config["server"].setdefault("admin_addr", f"127.0.0.1:{self.admin_port}")
         config["server"].setdefault("workers", 2)
         config["server"].setdefault("log_format", "json")
         self.config = config
+        workdir.mkdir(parents=True, exist_ok=True)
         self.path = workdir / "gandalf.yaml"
-        self.path.write_text(yaml.safe_dump(config))
+        self.write_config()
         self.log_path = workdir / "gateway.log"
         self.command = command
+        self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> None:
+        """Write `self.config` to the file the gateway reads (again, after changing it)."""
+        self.path.write_text(yaml.safe_dump(self.config))
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        """The supervisor's own admin address (the data plane forwards to it too)."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def url(self) -> str:
@@ -50,7 +75,9 @@ class Gateway:
 
     def start(self, timeout: float = 20.0) -> Gateway:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GANDALF_")}
+        env.update(self.extra_env)
         self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", self.command, "--config", str(self.path)],
             cwd=REPO,
@@ -72,12 +99,27 @@ class Gateway:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited {self.process.returncode}:\n{self.logs()}")
             try:
-                if httpx.get(f"{self.base}/readyz", timeout=0.5).status_code == 200:
-                    return
+                probe = self.admin if self.command == "supervisor" else self.base
+                ready = httpx.get(f"{probe}/readyz", timeout=0.5).status_code == 200
             except httpx.TransportError:
-                pass
+                ready = False
+            if ready and self._every_worker_started():
+                return
             time.sleep(0.05)
         raise RuntimeError(f"gateway not ready after {timeout}s:\n{self.logs()}")
+
+    def _every_worker_started(self) -> bool:
+        """Every Granian worker (and the supervisor's admin server) finished starting.
+
+        One ready worker answers /readyz while the others may still be starting; a test that
+        signals the gateway then would hit Granian's lost-signal race (a worker that gets
+        SIGTERM during its startup ignores it until the kill timeout).
+        """
+        workers = self.config["server"]["workers"]
+        expected = {"serve": workers, "run": workers + 1, "supervisor": 1}[self.command]
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().count(b"] Started worker-") >= expected
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -106,3 +148,28 @@ class Gateway:
 
 def openai_provider(name: str, url: str, api_key: str = "sk-fake", **extra: Any) -> dict[str, Any]:
     return {"name": name, "type": "openai", "base_url": url, "api_key": api_key, **extra}
+
+
+def admin_call(
+    gateway: Gateway, method: str, path: str, body: Any = None, key: str = ADMIN_KEY
+) -> httpx.Response:
+    """`/admin/v1{path}` through the data plane's port (forwarded to the supervisor)."""
+    return httpx.request(
+        method,
+        f"{gateway.base}/admin/v1{path}",
+        content=msgspec.json.encode(body) if body is not None else None,
+        headers={"authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+
+
+def chat_status(gateway: Gateway, key: str, model: str = "chat") -> int:
+    """The status of one chat completion on a new connection, so any worker may take it."""
+    with httpx.Client() as fresh:
+        response = fresh.post(
+            f"{gateway.url}/chat/completions",
+            json={"model": model, "messages": MESSAGES},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+    return response.status_code

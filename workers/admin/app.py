@@ -1,0 +1,117 @@
+"""The supervisor's HTTP app: the admin API `/admin/v1` and the supervisor's own probes.
+
+Every change is written to SQLite first and then published to Redis, so the data plane
+follows within milliseconds. Errors are OpenAI-shaped like the data plane's: a unique
+violation is 409 (Gandalf answered 500), a value the schema refuses 400, anything unexpected
+500 `internal error` with the details in the log only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from litestar import Litestar, Response, Router, get, post
+from litestar.exceptions import HTTPException
+
+from app.domain import GatewayError, Permission
+from app.server.errors import error_body
+from storage.db import Database, config_version
+from storage.errors import Conflict, InvalidValue, NotFound, StorageError
+from workers.admin.catalog import provider_handlers, route_handlers
+from workers.admin.keys import key_handlers
+from workers.admin.payloads import AnyRequest
+from workers.admin.rbac import caller
+from workers.admin.usage import usage_handlers
+from workers.publisher import Publisher
+
+log = structlog.get_logger("gandalf.admin")
+
+
+def _error(status: int, message: str, error_type: str = "invalid_request_error") -> Response[bytes]:
+    return Response(
+        error_body(message, error_type), status_code=status, media_type="application/json"
+    )
+
+
+def _gateway_error(_: AnyRequest, exc: GatewayError) -> Response[bytes]:
+    return Response(
+        error_body(exc.message, exc.type, exc.param, exc.code),
+        status_code=exc.http_status,
+        media_type="application/json",
+    )
+
+
+def _storage_error(request: AnyRequest, exc: StorageError) -> Response[bytes]:
+    if isinstance(exc, NotFound):
+        return _error(404, "not found")
+    if isinstance(exc, Conflict):
+        return _error(409, f"conflict: {exc}")
+    if isinstance(exc, InvalidValue):
+        return _error(400, str(exc))
+    log.error("storage error", path=request.url.path, error=repr(exc))
+    return _error(500, "internal error", "api_error")
+
+
+def _http_error(_: AnyRequest, exc: HTTPException) -> Response[bytes]:
+    return _error(exc.status_code, str(exc.detail))
+
+
+def _unexpected(request: AnyRequest, exc: Exception) -> Response[bytes]:
+    log.exception("admin request failed", path=request.url.path, error=repr(exc))
+    return _error(500, "internal error", "api_error")
+
+
+def create_admin_app(db: Database, publisher: Publisher, client: aioredis.Redis) -> Litestar:
+    """The admin API and the supervisor's health probes."""
+
+    @post("/cache/purge", status_code=204)
+    async def purge_cache(request: AnyRequest) -> None:
+        await caller(request, db, Permission.MANAGE_PROVIDERS)
+        # The shared response cache arrives with the limits work; until then there is
+        # nothing to purge, and the endpoint answers with Gandalf's status and permission.
+
+    admin = Router(
+        "/admin/v1",
+        route_handlers=[
+            *key_handlers(db, publisher),
+            *provider_handlers(db, publisher),
+            *route_handlers(db, publisher),
+            *usage_handlers(db),
+            purge_cache,
+        ],
+    )
+
+    @get("/healthz", media_type="text/plain", sync_to_thread=False)
+    def healthz() -> str:
+        return "ok"
+
+    @get("/readyz", media_type="text/plain")
+    async def readyz() -> Response[str]:
+        """Ready when SQLite answers, Redis answers and holds what was published."""
+        try:
+            await client.ping()
+            await db.read(config_version)
+        except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+            return Response(
+                f"not ready: {type(exc).__name__}", status_code=503, media_type="text/plain"
+            )
+        if not publisher.published:
+            return Response(
+                "not ready: nothing published yet", status_code=503, media_type="text/plain"
+            )
+        return Response("ok", media_type="text/plain")
+
+    handlers: dict[Any, Any] = {
+        GatewayError: _gateway_error,
+        StorageError: _storage_error,
+        HTTPException: _http_error,
+        Exception: _unexpected,
+    }
+    return Litestar(
+        route_handlers=[admin, healthz, readyz],
+        exception_handlers=handlers,
+        openapi_config=None,
+        request_max_body_size=None,
+    )
