@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from workers.lifetime import die_with_parent
 
@@ -84,7 +86,8 @@ class EmbeddedRedis:
         )
         log_file.close()
         deadline = time.monotonic() + timeout
-        client = redis.Redis(unix_socket_path=str(self.socket))
+        # no retries: each failed PING must come back at once, so a dying server is noticed
+        client = redis.Redis(unix_socket_path=str(self.socket), retry=Retry(NoBackoff(), 0))
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:

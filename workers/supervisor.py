@@ -32,7 +32,7 @@ from storage.seed import seed_admin_key, seed_from_config
 from workers.admin.app import create_admin_app
 from workers.embedded_redis import EmbeddedRedis
 from workers.processes import ChildFailed, DataPlaneProcess
-from workers.publisher import Publisher
+from workers.publisher import REDIS_ERRORS, Publisher
 from workers.snapshots import load_identities, load_snapshot
 
 log = structlog.get_logger("gandalf.supervisor")
@@ -72,7 +72,13 @@ class Supervisor:
                 lambda: db.read(load_identities),
                 lambda: db.read(load_snapshot),
             )
-            await publisher.publish_all()
+            try:
+                await publisher.publish_all()
+            except REDIS_ERRORS as exc:  # `watch` publishes once Redis answers
+                publisher.stale = True
+                log.warning(
+                    "redis unavailable at start; will publish when it answers", error=str(exc)
+                )
             server = self._admin_server(db, publisher, client)
             data_plane = self._data_plane(redis_url)
             code = 0
@@ -81,8 +87,8 @@ class Supervisor:
             except* StopRequested:
                 pass
             except* ChildFailed as failed:
-                for exc in failed.exceptions:
-                    log.error(str(exc))
+                for child in failed.exceptions:
+                    log.error(str(child))
                 code = 1
             finally:
                 if data_plane is not None:

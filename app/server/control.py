@@ -4,10 +4,16 @@ Keys: a per-process cache of the key index (hash → identity). A known key cost
 a miss costs one HGET. The control plane announces every key change on a pub/sub channel and
 the entry is dropped at once, so revoking or blocking a key reaches every worker within
 milliseconds. Entries also expire after `KEY_TTL` seconds, and the whole cache is dropped
-whenever the subscription is lost (messages may have been missed meanwhile).
+when a lost subscription is restored (messages may have been missed meanwhile).
+
+While Redis is unreachable, a worker keeps serving the identities it holds, expired or not:
+nothing can be revoked then anyway, since revocations travel through Redis. A key it has
+never seen gets 503 rather than a wrong 401.
 
 Configuration: the published snapshot (routes, providers without secrets) is loaded at start
-and again whenever a newer version is announced.
+and again whenever another version is announced. Versions are compared for equality, not
+order: a supervisor restarted on a restored or in-memory database counts from a lower number,
+and its snapshots must still be served.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 
-from app.domain import ConfigSnapshot, Identity
+from app.domain import ConfigSnapshot, Identity, ServiceUnavailable
 from app.keyspace import Keyspace
 
 log = structlog.get_logger("gandalf.control")
@@ -30,6 +36,7 @@ KEY_TTL = 60.0
 UNKNOWN_KEY_TTL = 5.0
 """Seconds an unknown key hash is remembered as unknown (bounds Redis trips for bad keys)."""
 MAX_CACHED_KEYS = 100_000
+REDIS_ERRORS = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
 
 
 class ControlEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,7 +68,12 @@ class KeyCache:
         now = time.monotonic()
         if entry is not None and entry[1] > now:
             return entry[0]
-        raw = await self._client.hget(self._index, digest)
+        try:
+            raw = await self._client.hget(self._index, digest)
+        except REDIS_ERRORS as exc:
+            if entry is not None and entry[0] is not None:
+                return entry[0]  # stale beats down: see the module docstring
+            raise ServiceUnavailable("the key store is unreachable; try again shortly") from exc
         identity = _decode_identity(raw) if raw is not None else None
         if len(self._entries) >= MAX_CACHED_KEYS:
             self._entries.clear()
@@ -92,12 +104,12 @@ class ControlLink:
         self.version = -1
 
     async def load_snapshot(self) -> bool:
-        """Serve the published snapshot if it is newer than ours; False when none is published."""
+        """Serve the published snapshot unless we serve it already; False when none is published."""
         raw = await self._client.get(self._keyspace.snapshot)
         if raw is None:
             return False
         snapshot = _decode_snapshot(raw)
-        if snapshot.version > self.version:
+        if snapshot.version != self.version:
             await self._apply(snapshot)
             self.version = snapshot.version
         return True
@@ -107,9 +119,8 @@ class ControlLink:
         while True:
             try:
                 await self._follow_once()
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("lost the control plane's announcements; resyncing", error=str(exc))
-            self._keys.clear()
             await asyncio.sleep(retry_delay)
 
     async def _follow_once(self) -> None:
@@ -132,5 +143,5 @@ class ControlLink:
             self._keys.drop(event.hash)
         elif event.kind == "keys":
             self._keys.clear()
-        elif event.kind == "config" and event.version > self.version:
+        elif event.kind == "config" and event.version != self.version:
             await self.load_snapshot()
