@@ -1,12 +1,14 @@
 """The hot-path benchmark: fake OpenAI upstream + the real gateway, driven by `wrk`.
 
     python -m loadtests.bench [--workers N] [--duration S] [--warmup S] [--scaling] [--no-pin]
+                              [--mode run|serve]
 
 Run from the repository root (`just bench` does). It starts the fake upstream from
-`tests/fakes/upstreams`, measures it alone (the baseline), then starts `gandalf serve` with N
-workers in front of it and measures the same scenarios through the gateway: a plain chat
-completion and a streamed one (SSE, 20 chunks), each at 1 and 32 connections. It prints a
-markdown table (also written to `loadtests/results/latest.md`) and a one-line JSON summary.
+`tests/fakes/upstreams`, measures it alone (the baseline), then starts the gateway with N
+workers in front of it (`gandalf run`, or with `--mode serve` the data plane alone) and
+measures the same scenarios through the gateway: a plain chat completion and a streamed one
+(SSE, 20 chunks), each at 1 and 32 connections. It prints a markdown table (also written to
+`loadtests/results/latest.md`) and a one-line JSON summary.
 
 On a machine with at least N + 1 cores the gateway is pinned to the first N cores and the fake
 upstream, `wrk` and this script to the others, so the load generator does not steal the
@@ -201,8 +203,10 @@ def _cmdline(pid: int) -> str:
 
 
 def worker_pids(root: int) -> list[int]:
-    """Granian's worker processes: the main process's children (not multiprocessing helpers)."""
-    workers = [pid for pid in children(root) if "_tracker" not in _cmdline(pid)]
+    """Granian's worker processes: the children of Granian's main process (`gandalf serve`,
+    `root` itself or, under `gandalf run`, a child of the supervisor), not its helpers."""
+    main = next((pid for pid in process_tree(root) if "workers.cli serve" in _cmdline(pid)), root)
+    workers = [pid for pid in children(main) if "_tracker" not in _cmdline(pid)]
     return workers or [root]
 
 
@@ -297,7 +301,7 @@ def check_endpoint(url: str, key: str) -> None:
 
 
 @contextmanager
-def gateway(upstream_url: str, workers: int, workdir: Path) -> Iterator[Gateway]:
+def gateway(upstream_url: str, workers: int, workdir: Path, mode: str) -> Iterator[Gateway]:
     from tests.integration.harness import TEST_KEY, Gateway  # noqa: PLC0415
 
     config: dict[str, Any] = {
@@ -309,9 +313,10 @@ def gateway(upstream_url: str, workers: int, workdir: Path) -> Iterator[Gateway]
             {"model_alias": MODEL, "targets": [{"provider": "fake", "model": "fake-model"}]}
         ],
         "keys": [{"name": "bench", "key": TEST_KEY, "role": "admin"}],
+        "database": {"dsn": str(workdir / "gandalf.db")},
     }
     workdir.mkdir(parents=True, exist_ok=True)
-    gw = Gateway(config, workdir)
+    gw = Gateway(config, workdir, command=mode)
     try:
         gw.start(timeout=60)
     except RuntimeError as exc:
@@ -389,14 +394,14 @@ class Bench:
 
 
 def run_gateway(
-    bench: Bench, fake: FakeUpstream, workers: int, workdir: Path, *, scaling: bool
+    bench: Bench, fake: FakeUpstream, workers: int, workdir: Path, *, scaling: bool, mode: str
 ) -> list[Row]:
     """All scenarios through a gateway with `workers` workers (`scaling`: unpinned, plain chat
     at 32 connections only)."""
     from tests.integration.harness import TEST_KEY  # noqa: PLC0415
 
     print(f"gateway, {workers} worker(s){', unpinned' if scaling else ''}:", file=sys.stderr)
-    with gateway(fake.url, workers, workdir / f"gateway-{workers}w-{int(scaling)}") as gw:
+    with gateway(fake.url, workers, workdir / f"gateway-{workers}w-{int(scaling)}", mode) as gw:
         assert gw.process is not None
         pid = gw.process.pid
         bench.place(pid, pinned=not scaling)
@@ -490,6 +495,12 @@ def report(rows: list[Row], meta: dict[str, Any], placement: str, args: argparse
         "~200-byte chat request; the stream scenario returns "
         f"{STREAM_CHUNKS} SSE chunks + `[DONE]`",
         f"- placement: {placement}",
+        f"- gateway: `gandalf {args.mode}`"
+        + (
+            " (supervisor, embedded Redis, Granian workers; keys and routes published via Redis)"
+            if args.mode == "run"
+            else " (the data plane alone, keys and routes from its YAML file)"
+        ),
         "- added p50 = gateway p50 - upstream-alone p50 (same scenario and connections); "
         "CPU/req = CPU seconds of all gateway processes ÷ completed requests (in the "
         "upstream-alone rows: of the fake upstream's processes)",
@@ -531,6 +542,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scaling", action="store_true", help="also plain chat at 32 conns with 1 and 2 workers"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument(
+        "--mode",
+        choices=("run", "serve"),
+        default="run",
+        help="run: the whole gateway (supervisor, embedded Redis, workers; keys from Redis); "
+        "serve: the data plane alone on its YAML file (default run)",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1 or args.duration < 1:
         parser.error("--workers and --duration must be at least 1")
@@ -587,10 +605,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"upstream alone ({fake.url}):", file=sys.stderr)
         bench.place(None, pinned=pinning)
         rows += bench.scenarios("upstream", 0, up_url, UPSTREAM_KEY, fake.process.pid)
-        rows += run_gateway(bench, fake, args.workers, Path(tmp), scaling=False)
+        rows += run_gateway(bench, fake, args.workers, Path(tmp), scaling=False, mode=args.mode)
         if args.scaling:
             for workers in (1, 2):
-                rows += run_gateway(bench, fake, workers, Path(tmp), scaling=True)
+                rows += run_gateway(bench, fake, workers, Path(tmp), scaling=True, mode=args.mode)
     fill_added(rows)
 
     text = report(rows, meta, placement, args)
