@@ -15,6 +15,10 @@ import sys
 import threading
 import time
 
+import structlog
+
+log = structlog.get_logger("gandalf.lifetime")
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -36,6 +40,7 @@ def stop_when_orphaned(parent: int, interval: float = 0.25) -> threading.Thread:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
+        log.error("the supervisor exited; draining and stopping the data plane", supervisor=parent)
         os.kill(os.getpid(), signal.SIGTERM)
 
     thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)

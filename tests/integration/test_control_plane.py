@@ -8,6 +8,7 @@ import os
 import pathlib
 import signal
 import time
+from collections.abc import Iterator
 
 import httpx
 import msgspec
@@ -274,63 +275,58 @@ def test_a_killed_embedded_redis_is_restarted_and_traffic_recovers(stack: Gatewa
     assert httpx.get(f"{stack.admin}/readyz").text == "ok"
 
 
-def test_control_plane_and_data_plane_as_separate_processes(
+@contextlib.contextmanager
+def _separate_planes(
     upstream: FakeUpstream, tmp_path: pathlib.Path
-) -> None:
+) -> Iterator[tuple[EmbeddedRedis, Gateway, Gateway]]:
     """The Kubernetes shape: `gandalf supervisor` and `gandalf serve` sharing one Redis."""
     shared = EmbeddedRedis(tmp_path / "redis")
     config = control_plane_config(upstream, tmp_path / "gandalf.db")
     config["redis"] = {"url": shared.start()}
-    env = {"GANDALF_ADMIN_KEY": ADMIN_KEY}
     try:
+        env = {"GANDALF_ADMIN_KEY": ADMIN_KEY}
         control = Gateway(config, tmp_path / "control", command="supervisor", env=env)
         data = Gateway(config, tmp_path / "data", command="serve")
         data.admin_port = control.admin_port
         data.config["server"]["admin_addr"] = control.config["server"]["admin_addr"]
         data.write_config()
         with control, data:
-            key = admin_call(data, "POST", "/keys", {"role": "member"}).json()["key"]
-            assert chat_status(data, key) == 200
-            assert control.process is not None
-            os.kill(control.process.pid, signal.SIGKILL)
-            control.process.wait(5)
-            # the data plane keeps serving what was published; only the admin API is gone
-            assert {chat_status(data, key) for _ in range(4)} == {200}
-            gone = admin_call(data, "GET", "/keys")
-            assert gone.status_code == 503
-            assert "control plane does not answer" in gone.json()["error"]["message"]
+            yield shared, control, data
     finally:
         shared.stop()
+
+
+def test_control_plane_and_data_plane_as_separate_processes(
+    upstream: FakeUpstream, tmp_path: pathlib.Path
+) -> None:
+    with _separate_planes(upstream, tmp_path) as (_, control, data):
+        key = admin_call(data, "POST", "/keys", {"role": "member"}).json()["key"]
+        assert chat_status(data, key) == 200
+        assert control.process is not None
+        os.kill(control.process.pid, signal.SIGKILL)
+        control.process.wait(5)
+        # the data plane keeps serving what was published; only the admin API is gone
+        assert {chat_status(data, key) for _ in range(4)} == {200}
+        gone = admin_call(data, "GET", "/keys")
+        assert gone.status_code == 503
+        assert "control plane does not answer" in gone.json()["error"]["message"]
 
 
 def test_a_redis_outage_keeps_known_keys_working_and_loses_no_change(
     upstream: FakeUpstream, tmp_path: pathlib.Path
 ) -> None:
-    shared = EmbeddedRedis(tmp_path / "redis")
-    config = control_plane_config(upstream, tmp_path / "gandalf.db")
-    config["redis"] = {"url": shared.start()}
-    env = {"GANDALF_ADMIN_KEY": ADMIN_KEY}
-    try:
-        control = Gateway(config, tmp_path / "control", command="supervisor", env=env)
-        data = Gateway(config, tmp_path / "data", command="serve")
-        data.admin_port = control.admin_port
-        data.config["server"]["admin_addr"] = control.config["server"]["admin_addr"]
-        data.write_config()
-        with control, data:
-            for _ in range(8):  # every worker caches the member key
-                assert chat_status(data, TEST_KEY) == 200
-            shared.stop()
-            assert {chat_status(data, TEST_KEY) for _ in range(8)} == {200}
-            never_seen = chat_status(data, TEST_KEY + "-viewer")
-            assert never_seen == 503
-            assert httpx.get(f"{data.base}/readyz").status_code == 503
-            created = admin_call(data, "POST", "/keys", {"role": "member"})
-            assert created.status_code == 201  # SQLite has it; Redis gets it when it returns
-            shared.start()
-            deadline = time.monotonic() + 10
-            while chat_status(data, created.json()["key"]) != 200:
-                assert time.monotonic() < deadline, "the change made during the outage was lost"
-                time.sleep(0.1)
-            assert httpx.get(f"{data.base}/readyz").status_code == 200
-    finally:
+    with _separate_planes(upstream, tmp_path) as (shared, _, data):
+        for _ in range(8):  # every worker caches the member key
+            assert chat_status(data, TEST_KEY) == 200
         shared.stop()
+        assert {chat_status(data, TEST_KEY) for _ in range(8)} == {200}
+        assert chat_status(data, TEST_KEY + "-viewer") == 503  # never seen: cannot be checked
+        assert httpx.get(f"{data.base}/readyz").status_code == 503
+        created = admin_call(data, "POST", "/keys", {"role": "member"})
+        assert created.status_code == 201  # SQLite has it; Redis gets it when it returns
+        shared.start()
+        deadline = time.monotonic() + 10
+        while chat_status(data, created.json()["key"]) != 200:
+            assert time.monotonic() < deadline, "the change made during the outage was lost"
+            time.sleep(0.1)
+        assert httpx.get(f"{data.base}/readyz").status_code == 200

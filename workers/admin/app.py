@@ -19,7 +19,7 @@ from app.domain import GatewayError, Permission
 from app.server.errors import error_body
 from storage.db import Database, config_version
 from storage.errors import Conflict, InvalidValue, NotFound, StorageError
-from workers.admin.catalog import provider_handlers, route_handlers
+from workers.admin.catalog import PROVIDERS, ROUTES
 from workers.admin.keys import key_handlers
 from workers.admin.payloads import AnyRequest
 from workers.admin.rbac import caller
@@ -76,8 +76,8 @@ def create_admin_app(db: Database, publisher: Publisher, client: aioredis.Redis)
         "/admin/v1",
         route_handlers=[
             *key_handlers(db, publisher),
-            *provider_handlers(db, publisher),
-            *route_handlers(db, publisher),
+            *PROVIDERS.handlers(db, publisher),
+            *ROUTES.handlers(db, publisher),
             *usage_handlers(db),
             purge_cache,
         ],

@@ -6,8 +6,11 @@ Every change publishes a new configuration snapshot, so workers route by it at o
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
+import apsw
 import msgspec
 from litestar import Response, delete, get, post, put
 
@@ -28,6 +31,8 @@ from workers.admin.rbac import caller
 from workers.publisher import Publisher
 
 _STRATEGIES = ("priority",)
+B = TypeVar("B", ProviderBody, RouteBody)
+R = TypeVar("R", ProviderRecord, RouteRecord)
 
 
 def provider_record(body: ProviderBody, provider_id: str) -> ProviderRecord:
@@ -67,81 +72,83 @@ def route_record(body: RouteBody, route_id: str) -> RouteRecord:
     )
 
 
-def provider_handlers(db: Database, publisher: Publisher) -> list[Any]:
-    needs = Permission.MANAGE_PROVIDERS
+@dataclass(frozen=True, kw_only=True)
+class Catalog(Generic[B, R]):
+    """One CRUD collection of the admin API and the storage functions behind it."""
 
-    @get("/providers")
-    async def list_providers(request: AnyRequest) -> Response[bytes]:
-        await caller(request, db, needs)
-        offset, limit = optional_page_params(request)
-        rows, total = await db.read(providers.list_providers, offset, limit)
-        return json_response(page(rows, offset, len(rows) if limit is None else limit, total))
+    path: str
+    noun: str
+    permission: Permission
+    body: type[B]
+    to_record: Callable[[B, str], R]
+    list_page: Callable[[apsw.Connection, int, int | None], tuple[list[R], int]]
+    create: Callable[[apsw.Connection, R], R]
+    get: Callable[[apsw.Connection, str], R]
+    update: Callable[[apsw.Connection, R], R]
+    delete: Callable[[apsw.Connection, str], None]
 
-    @post("/providers")
-    async def create_provider(request: AnyRequest) -> Response[bytes]:
-        await caller(request, db, needs)
-        body = await decode_body(request, ProviderBody)
-        record = await db.write(providers.create_provider, provider_record(body, body.id))
-        await publisher.config_changed()
-        return json_response(record, 201, f"/admin/v1/providers/{record.id}")
+    def handlers(self, db: Database, publisher: Publisher) -> list[Any]:
+        """List, create, read, replace, delete; every change publishes a new snapshot."""
+        path, needs, item = self.path, self.permission, f"{self.path}/{{item_id:str}}"
 
-    @get("/providers/{provider_id:str}")
-    async def get_provider(request: AnyRequest, provider_id: str) -> Response[bytes]:
-        await caller(request, db, needs)
-        return json_response(await db.read(providers.get_provider, provider_id))
+        @get(path, name=f"list-{self.noun}s")
+        async def list_all(request: AnyRequest) -> Response[bytes]:
+            await caller(request, db, needs)
+            offset, limit = optional_page_params(request)
+            rows, total = await db.read(self.list_page, offset, limit)
+            return json_response(page(rows, offset, len(rows) if limit is None else limit, total))
 
-    @put("/providers/{provider_id:str}")
-    async def update_provider(request: AnyRequest, provider_id: str) -> Response[bytes]:
-        await caller(request, db, needs)
-        body = await decode_body(request, ProviderBody)
-        record = await db.write(providers.update_provider, provider_record(body, provider_id))
-        await publisher.config_changed()
-        return json_response(record)
+        @post(path, name=f"create-{self.noun}")
+        async def create(request: AnyRequest) -> Response[bytes]:
+            await caller(request, db, needs)
+            body = await decode_body(request, self.body)
+            record = await db.write(self.create, self.to_record(body, body.id))
+            await publisher.config_changed()
+            return json_response(record, 201, f"/admin/v1{path}/{record.id}")
 
-    @delete("/providers/{provider_id:str}", status_code=204)
-    async def delete_provider(request: AnyRequest, provider_id: str) -> None:
-        await caller(request, db, needs)
-        await db.write(providers.delete_provider, provider_id)
-        await publisher.config_changed()
+        @get(item, name=f"get-{self.noun}")
+        async def read(request: AnyRequest, item_id: str) -> Response[bytes]:
+            await caller(request, db, needs)
+            return json_response(await db.read(self.get, item_id))
 
-    return [list_providers, create_provider, get_provider, update_provider, delete_provider]
+        @put(item, name=f"replace-{self.noun}")
+        async def replace(request: AnyRequest, item_id: str) -> Response[bytes]:
+            await caller(request, db, needs)
+            body = await decode_body(request, self.body)
+            record = await db.write(self.update, self.to_record(body, item_id))
+            await publisher.config_changed()
+            return json_response(record)
+
+        @delete(item, status_code=204, name=f"delete-{self.noun}")
+        async def remove(request: AnyRequest, item_id: str) -> None:
+            await caller(request, db, needs)
+            await db.write(self.delete, item_id)
+            await publisher.config_changed()
+
+        return [list_all, create, read, replace, remove]
 
 
-def route_handlers(db: Database, publisher: Publisher) -> list[Any]:
-    needs = Permission.MANAGE_ROUTES
-
-    @get("/routes")
-    async def list_routes(request: AnyRequest) -> Response[bytes]:
-        await caller(request, db, needs)
-        offset, limit = optional_page_params(request)
-        rows, total = await db.read(routes.list_routes, offset, limit)
-        return json_response(page(rows, offset, len(rows) if limit is None else limit, total))
-
-    @post("/routes")
-    async def create_route(request: AnyRequest) -> Response[bytes]:
-        await caller(request, db, needs)
-        body = await decode_body(request, RouteBody)
-        record = await db.write(routes.create_route, route_record(body, body.id))
-        await publisher.config_changed()
-        return json_response(record, 201, f"/admin/v1/routes/{record.id}")
-
-    @get("/routes/{route_id:str}")
-    async def get_route(request: AnyRequest, route_id: str) -> Response[bytes]:
-        await caller(request, db, needs)
-        return json_response(await db.read(routes.get_route, route_id))
-
-    @put("/routes/{route_id:str}")
-    async def update_route(request: AnyRequest, route_id: str) -> Response[bytes]:
-        await caller(request, db, needs)
-        body = await decode_body(request, RouteBody)
-        record = await db.write(routes.update_route, route_record(body, route_id))
-        await publisher.config_changed()
-        return json_response(record)
-
-    @delete("/routes/{route_id:str}", status_code=204)
-    async def delete_route(request: AnyRequest, route_id: str) -> None:
-        await caller(request, db, needs)
-        await db.write(routes.delete_route, route_id)
-        await publisher.config_changed()
-
-    return [list_routes, create_route, get_route, update_route, delete_route]
+PROVIDERS = Catalog(
+    path="/providers",
+    noun="provider",
+    permission=Permission.MANAGE_PROVIDERS,
+    body=ProviderBody,
+    to_record=provider_record,
+    list_page=providers.list_providers,
+    create=providers.create_provider,
+    get=providers.get_provider,
+    update=providers.update_provider,
+    delete=providers.delete_provider,
+)
+ROUTES = Catalog(
+    path="/routes",
+    noun="route",
+    permission=Permission.MANAGE_ROUTES,
+    body=RouteBody,
+    to_record=route_record,
+    list_page=routes.list_routes,
+    create=routes.create_route,
+    get=routes.get_route,
+    update=routes.update_route,
+    delete=routes.delete_route,
+)
