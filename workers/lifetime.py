@@ -1,8 +1,10 @@
 """Children of `gandalf run` die with the supervisor, so a `kill -9` never leaves them orphaned.
 
-Two mechanisms, because one is not enough: the kernel's parent-death signal (Linux) for the
-embedded Redis, and for the data plane also a watcher thread that notices the reparenting.
-The kernel signal was seen not to reach Granian's main process in about one run out of ten.
+Two mechanisms: the kernel's parent-death signal (Linux) for the embedded Redis, and for the
+data plane a watcher thread that notices the reparenting and signals its own process once.
+The data plane gets no parent-death signal: with both, Granian's main process received two
+SIGTERMs in a row, and its handler deadlocked on the second (a `threading.Event` set from a
+signal handler that interrupted the same `set`).
 """
 
 from __future__ import annotations

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import structlog
 
-from workers.lifetime import die_with_parent
-
 log = structlog.get_logger("gandalf.supervisor")
 
 MAX_RESTARTS = 3
@@ -40,10 +38,15 @@ class DataPlaneProcess:
         self._stopping = False
 
     def start(self) -> None:
+        # Its own session: a Ctrl-C in the terminal reaches only the supervisor, which then
+        # sends one SIGTERM. Granian's main process can deadlock on a second signal that
+        # arrives while it handles the first, so it must never get two. For the same reason
+        # there is no parent-death signal here: `gandalf serve` watches its parent itself
+        # (workers/lifetime.py) and signals itself once.
         self.process = subprocess.Popen(  # noqa: S603 - our own CLI
             self._command,
             env=self._env,
-            preexec_fn=die_with_parent,  # noqa: PLW1509
+            start_new_session=True,
         )
         log.info("data plane started", pid=self.process.pid)
 
