@@ -97,6 +97,8 @@ class KeySeed(Protocol):
     @property
     def max_budget(self) -> float | None: ...
     @property
+    def budget_period(self) -> str: ...
+    @property
     def expires_at(self) -> str | None: ...
 
 
@@ -217,6 +219,8 @@ def _seed_key(conn: apsw.Connection, k: KeySeed) -> bool:
         rpm_limit=k.rpm_limit,
         tpm_limit=k.tpm_limit,
         max_budget=k.max_budget,
+        # A seed from before `budget_period` existed gets the column's default.
+        budget_period=getattr(k, "budget_period", "monthly"),
         expires_at=k.expires_at,
     )
     return True

@@ -39,6 +39,7 @@ from app.config.schema import (
     MetricsConfig,
     NonNegative,
     Positive,
+    PricingConfig,
     ProviderAuthConfig,
     ProviderConfig,
     RateLimitConfig,
@@ -49,6 +50,7 @@ from app.config.schema import (
     TelemetryConfig,
     TracingConfig,
     parse_duration,
+    price_table,
 )
 from app.config.validate import build_config
 
@@ -74,6 +76,7 @@ __all__ = [
     "MetricsConfig",
     "NonNegative",
     "Positive",
+    "PricingConfig",
     "ProviderAuthConfig",
     "ProviderConfig",
     "RateLimitConfig",
@@ -89,6 +92,7 @@ __all__ = [
     "default_config_path",
     "load_config",
     "parse_duration",
+    "price_table",
     "process_environment",
     "secret_from_environment",
     "set_worker_environment",

@@ -11,9 +11,9 @@ import msgspec
 
 from app.config.errors import ConfigProblem
 from app.config.expand import _Expander, _join
-from app.config.schema import _Section, parse_duration
+from app.config.schema import parse_duration
 
-_S = TypeVar("_S", bound=_Section)
+_S = TypeVar("_S", bound=msgspec.Struct)
 _MAX_PROBLEMS_PER_ITEM = 100
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import msgspec
+
+from app.prices_default import DEFAULT_PRICES, DEFAULT_PRICES_VERSION
+from app.pricing import Price, PriceTable
 
 KEY_PREFIX = "gnd_"
 PROVIDER_TYPES = ("anthropic", "gemini", "ollama", "openai")
@@ -145,15 +149,42 @@ class RateLimitConfig(_Section, frozen=True):
     """Requests per minute for keys without their own limit; 0 = unlimited."""
     default_tpm: NonNegative = 100_000
     """Tokens per minute for keys without their own limit; 0 = unlimited."""
+    default_output_tokens: Positive = 1000
+    """Output tokens assumed, to reserve TPM and budget, when a request sets no `max_tokens` or
+    `max_completion_tokens`; settlement corrects the reservation to what was used."""
+    redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    """When Redis cannot be reached for limits: fail_open serves the request unlimited and logs
+    it; fail_closed answers 503."""
+
+
+class PricingConfig(_Section, frozen=True):
+    version: str = DEFAULT_PRICES_VERSION
+    """Names the price list; recorded with the spend it priced. Change it when prices change."""
+    defaults: bool = True
+    """Start from the shipped list (`app/prices_default.py`); false = only `models`."""
+    models: Mapping[str, Price] = {}
+    """Model or `prefix*` → prices in USD per 1M tokens; replaces a shipped entry of that name."""
+
+    def table(self) -> PriceTable:
+        """`models` over the shipped list (unless `defaults` is false). Build it once."""
+        prices = {**DEFAULT_PRICES, **self.models} if self.defaults else dict(self.models)
+        return PriceTable(prices, version=self.version)
 
 
 class CacheConfig(_Section, frozen=True):
     enabled: bool = True
     """Cache deterministic chat completions (not streams; temperature ≤ 0.3 or a seed)."""
     max_size: NonNegative = 10_000
-    """Most entries kept."""
+    """Kept for compatibility with Gandalf (most entries kept, in its in-process cache). The
+    cache lives in Redis here and is not bounded by count: TTLs and Redis's maxmemory policy
+    bound its memory."""
     default_ttl: Duration = 300.0
     """Entry lifetime (`5m`), and the upper bound of every route's `cache_ttl_s`."""
+    scope: Literal["key", "org"] = "key"
+    """Who shares an entry: key = only the API key that stored it (as in Gandalf); org = every
+    key of the same organization."""
+    max_entry_bytes: Positive = 1024 * 1024
+    """Largest response body stored (1 MiB); a larger response is served but not cached."""
 
 
 class CircuitBreakerConfig(_Section, frozen=True):
@@ -297,7 +328,9 @@ class KeyConfig(_Section, frozen=True):
     tpm_limit: NonNegative | None = None
     """Tokens per minute; None = `rate_limits.default_tpm`."""
     max_budget: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    """Spend limit in USD; None = no limit."""
+    """Spend limit in USD per `budget_period`; None = no limit."""
+    budget_period: Literal["monthly", "weekly", "daily", "total"] = "monthly"
+    """monthly, weekly, daily: spend starts again from 0 each period; total: never."""
     expires_at: str | None = None
     """RFC3339 time after which the key is refused."""
 
@@ -308,6 +341,7 @@ class Config(_Section, frozen=True):
     database: DatabaseConfig = DatabaseConfig()
     auth: AuthConfig = AuthConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
+    pricing: PricingConfig = PricingConfig()
     cache: CacheConfig = CacheConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
@@ -319,12 +353,18 @@ class Config(_Section, frozen=True):
     """Keys to seed; skipped ones are left out."""
 
 
+def price_table(config: Config) -> PriceTable:
+    """The prices a process charges with: `config.pricing.table()`. Build it once."""
+    return config.pricing.table()
+
+
 _SECTIONS: dict[str, type[_Section]] = {
     "server": ServerConfig,
     "redis": RedisConfig,
     "database": DatabaseConfig,
     "auth": AuthConfig,
     "rate_limits": RateLimitConfig,
+    "pricing": PricingConfig,
     "cache": CacheConfig,
     "circuit_breaker": CircuitBreakerConfig,
     "telemetry": TelemetryConfig,

@@ -22,6 +22,7 @@ from app.config.schema import (
     Config,
     DatabaseConfig,
     KeyConfig,
+    PricingConfig,
     ProviderConfig,
     RedisConfig,
     RouteConfig,
@@ -29,6 +30,7 @@ from app.config.schema import (
     ServerConfig,
     _split_addr,
 )
+from app.pricing import Price, check_model_pattern
 
 
 def _secret_unset(expander: _Expander, path: str, *fields: str) -> str | None:
@@ -257,11 +259,39 @@ def _check_database(check: _Checker, database: DatabaseConfig) -> None:
         check.problem("database.dsn", "must not be empty")
 
 
+def _check_pricing(check: _Checker, pricing: PricingConfig) -> None:
+    if not pricing.version:
+        check.problem("pricing.version", "must not be empty")
+
+
 _SECTION_CHECKS: dict[str, Callable[[_Checker, Any], None]] = {
     "server": _check_server,
     "redis": _check_redis,
     "database": _check_database,
+    "pricing": _check_pricing,
 }
+
+
+def _pricing(check: _Checker, value: Any) -> PricingConfig | None:
+    """The pricing section, each model's prices converted on its own.
+
+    msgspec locates a problem inside a mapping value as `models[...]`, dropping the model's
+    name; converting entry by entry keeps it: `pricing.models.gpt-4o.input`.
+    """
+    models = value.get("models") if isinstance(value, dict) else None
+    if not isinstance(models, dict | None):
+        return check.convert(value, PricingConfig, "pricing")  # reports a misshapen `models`
+    section = check.convert({**value, "models": {}}, PricingConfig, "pricing")
+    prices: dict[str, Price] = {}
+    for name, item in (models or {}).items():
+        where = f"pricing.models.{name}"
+        reason = check_model_pattern(name) if isinstance(name, str) else "must be a model name"
+        if reason is not None:
+            check.problem(where, reason)
+        price = check.convert(item, Price, where)
+        if price is not None and reason is None:
+            prices[name] = price
+    return None if section is None else msgspec.structs.replace(section, models=prices)
 
 
 def _sections(check: _Checker, data: dict[Any, Any]) -> dict[str, Any]:
@@ -269,7 +299,12 @@ def _sections(check: _Checker, data: dict[Any, Any]) -> dict[str, Any]:
     for name, value in data.items():
         if name in _SECTIONS:
             check.report_unset(name)
-            section = check.convert({} if value is None else value, _SECTIONS[name], name)
+            given = {} if value is None else value
+            section: msgspec.Struct | None = (
+                _pricing(check, given)
+                if name == "pricing"
+                else check.convert(given, _SECTIONS[name], name)
+            )
             if section is not None:
                 if name in _SECTION_CHECKS:
                     _SECTION_CHECKS[name](check, section)

@@ -13,13 +13,17 @@ from app.config import (
     Config,
     ConfigError,
     ConfigProblem,
+    PricingConfig,
     ProviderAuthConfig,
     ProviderConfig,
     ServerConfig,
     default_config_path,
     load_config,
     parse_duration,
+    price_table,
 )
+from app.prices_default import DEFAULT_PRICES, DEFAULT_PRICES_VERSION
+from app.pricing import Price
 
 REPO = Path(__file__).resolve().parents[3]
 ADMIN_KEY = "gnd_" + "A" * 43
@@ -74,9 +78,16 @@ def _problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> l
         ("auth.admin_key", ""),
         ("rate_limits.default_rpm", 60),
         ("rate_limits.default_tpm", 100_000),
+        ("rate_limits.default_output_tokens", 1000),
+        ("rate_limits.redis_failure", "fail_open"),
+        ("pricing.version", "2026-11"),
+        ("pricing.defaults", True),
+        ("pricing.models", {}),
         ("cache.enabled", True),
         ("cache.max_size", 10_000),
         ("cache.default_ttl", 300.0),
+        ("cache.scope", "key"),
+        ("cache.max_entry_bytes", 1_048_576),
         ("circuit_breaker.enabled", False),
         ("circuit_breaker.error_threshold", 0.30),
         ("circuit_breaker.min_samples", 10),
@@ -425,6 +436,122 @@ def test_a_key_from_the_environment_is_kept(tmp_path: Path) -> None:
     )
 
 
+# Limits, budgets, prices and the response cache
+
+
+def test_limit_budget_and_cache_settings_are_read(tmp_path: Path) -> None:
+    text = """
+    rate_limits: {default_output_tokens: 256, redis_failure: fail_closed}
+    cache: {scope: org, max_entry_bytes: 65536, max_size: 5}
+    keys:
+      - {key: gnd_weekly, budget_period: weekly, max_budget: 2.5}
+      - {key: gnd_total, budget_period: total}
+      - {key: gnd_default}
+    """
+    config, warnings = _load(tmp_path, text)
+    assert warnings == []
+    assert (config.rate_limits.default_output_tokens, config.rate_limits.redis_failure) == (
+        256,
+        "fail_closed",
+    )
+    assert (config.cache.scope, config.cache.max_entry_bytes, config.cache.max_size) == (
+        "org",
+        65536,
+        5,
+    )
+    assert [(k.budget_period, k.max_budget) for k in config.keys] == [
+        ("weekly", 2.5),
+        ("total", None),
+        ("monthly", None),
+    ]
+
+
+@pytest.mark.parametrize("period", ["monthly", "weekly", "daily", "total"])
+def test_every_budget_period_is_accepted(tmp_path: Path, period: str) -> None:
+    config, _ = _load(tmp_path, f"keys:\n  - {{key: gnd_x, budget_period: {period}}}\n")
+    assert config.keys[0].budget_period == period
+
+
+PRICING = """
+pricing:
+  version: acme-2026-12
+  models:
+    gpt-4o: {input: 2.0, output: 8.0}
+    my-finetune: {input: 3, output: 12, cached_input: 1.5}
+    "llama3*": {input: 0, output: 0}
+"""
+
+
+def test_configured_prices_are_merged_over_the_shipped_ones(tmp_path: Path) -> None:
+    config, _ = _load(tmp_path, PRICING)
+    assert config.pricing.models == {
+        "gpt-4o": Price(input=2.0, output=8.0),
+        "my-finetune": Price(input=3.0, output=12.0, cached_input=1.5),
+        "llama3*": Price(input=0.0, output=0.0),
+    }
+    table = price_table(config)
+    assert table.prices == config.pricing.table().prices
+    assert table.version == "acme-2026-12"
+    assert table.lookup("gpt-4o") == Price(input=2.0, output=8.0, cached_input=2.0)  # replaced
+    assert table.lookup("my-finetune") == Price(input=3.0, output=12.0, cached_input=1.5)
+    assert table.lookup("llama3:8b") == Price(input=0.0, output=0.0)
+    # the rest of the shipped list is still there, dated snapshots included
+    assert table.lookup("gpt-4o-mini") == DEFAULT_PRICES["gpt-4o-mini"]
+    assert table.lookup("gpt-4o-2024-08-06") == DEFAULT_PRICES["gpt-4o-20*"]
+    assert set(table.prices) == set(DEFAULT_PRICES) | {"my-finetune", "llama3*"}
+
+
+def test_pricing_defaults_false_drops_the_shipped_list(tmp_path: Path) -> None:
+    config, _ = _load(tmp_path, PRICING.replace("  models:", "  defaults: false\n  models:"))
+    table = config.pricing.table()
+    assert set(table.prices) == {"gpt-4o", "my-finetune", "llama3*"}
+    assert table.lookup("gpt-4o-mini") is None
+    assert table.cost_nano("gpt-4o-mini", 1000, 1000) == 0
+
+
+@pytest.mark.parametrize("text", ["", "pricing:\n", "pricing:\n  models:\n"])
+def test_the_default_pricing_is_the_shipped_list(tmp_path: Path, text: str) -> None:
+    config, _ = _load(tmp_path, text)
+    assert config.pricing == PricingConfig()
+    table = config.pricing.table()
+    assert (table.version, table.prices) == (DEFAULT_PRICES_VERSION, DEFAULT_PRICES)
+    assert table.cost_nano("gpt-4o", 1000, 1000) == 12_500_000
+
+
+def test_pricing_values_may_come_from_the_environment(tmp_path: Path) -> None:
+    text = "pricing:\n  version: ${V}\n  models:\n    m: {input: '${IN}', output: 1}\n"
+    config, _ = _load(tmp_path, text, {"V": "v9", "IN": "0.5"})
+    assert (config.pricing.version, config.pricing.models["m"].input) == ("v9", 0.5)
+    assert _problems(tmp_path, text) == [
+        "pricing.version: environment variable V is not set",
+        "pricing.models.m.input: environment variable IN is not set",
+    ]
+
+
+def test_every_pricing_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = """
+    pricing:
+      version: ""
+      defaults: maybe
+      models:
+        gpt-4o: {input: -1, output: x, extra: 1}
+        "g*pt": {input: 1, output: 1}
+        ok*: {input: 1, output: 1}
+        m2: 3
+    """
+    assert sorted(_problems(tmp_path, text)) == sorted(
+        [
+            "pricing.defaults: expected bool, got str",
+            "pricing.models.gpt-4o.input: must be >= 0.0",
+            "pricing.models.gpt-4o.output: expected float, got str",
+            "pricing.models.gpt-4o.extra: unknown field",
+            "pricing.models.g*pt: '*' may only end a model name (a prefix such as 'gpt-4o-mini*')",
+            "pricing.models.m2: expected object, got int",
+            "pricing.version: must not be empty",
+        ]
+    )
+
+
 # Problems, one kind at a time
 
 
@@ -435,7 +562,7 @@ def test_a_key_from_the_environment_is_kept(tmp_path: Path) -> None:
         (
             "bogus: {}\n",
             "bogus: unknown section (expected one of: server, redis, database, auth, "
-            "rate_limits, cache, circuit_breaker, telemetry, providers, routes, keys)",
+            "rate_limits, pricing, cache, circuit_breaker, telemetry, providers, routes, keys)",
         ),
         (
             "telemetry:\n  tracing: {sampel_rate: 1}\n",
@@ -479,7 +606,70 @@ def test_a_key_from_the_environment_is_kept(tmp_path: Path) -> None:
         ),
         ("database:\n  dsn: ''\n", "database.dsn: must not be empty"),
         ("rate_limits:\n  default_rpm: -5\n", "rate_limits.default_rpm: must be >= 0"),
+        (
+            "rate_limits:\n  default_output_tokens: 0\n",
+            "rate_limits.default_output_tokens: must be >= 1",
+        ),
+        (
+            "rate_limits:\n  default_output_tokens: lots\n",
+            "rate_limits.default_output_tokens: expected int, got str",
+        ),
+        (
+            "rate_limits:\n  redis_failure: open\n",
+            "rate_limits.redis_failure: invalid value 'open' "
+            "(expected one of: fail_closed, fail_open)",
+        ),
+        ("pricing:\n  version: ''\n", "pricing.version: must not be empty"),
+        ("pricing:\n  defaults: no\n", "pricing.defaults: expected bool, got str"),
+        ("pricing:\n  models: [gpt-4o]\n", "pricing.models: expected object, got array"),
+        ("pricing:\n  modles: {}\n", "pricing.modles: unknown field"),
+        (
+            "pricing:\n  models:\n    gpt-4o: {input: -1, output: 1}\n",
+            "pricing.models.gpt-4o.input: must be >= 0.0",
+        ),
+        (
+            "pricing:\n  models:\n    gpt-4o: {input: 1, output: -0.5}\n",
+            "pricing.models.gpt-4o.output: must be >= 0.0",
+        ),
+        (
+            "pricing:\n  models:\n    gpt-4.1: {input: 1, output: 1, cached_input: -1}\n",
+            "pricing.models.gpt-4.1.cached_input: must be >= 0.0",
+        ),
+        (
+            "pricing:\n  models:\n    gpt-4o: {input: .inf, output: 1}\n",
+            "pricing.models.gpt-4o: prices must be finite and >= 0",
+        ),
+        (
+            "pricing:\n  models:\n    gpt-4o: {input: 1}\n",
+            "pricing.models.gpt-4o.output: required field is missing",
+        ),
+        (
+            "pricing:\n  models:\n    gpt-4o: {input: 1, output: 1, cached: 1}\n",
+            "pricing.models.gpt-4o.cached: unknown field",
+        ),
+        (
+            "pricing:\n  models:\n    gpt-4o: 2.5\n",
+            "pricing.models.gpt-4o: expected object, got float",
+        ),
+        (
+            "pricing:\n  models:\n    gpt-*-mini: {input: 1, output: 1}\n",
+            "pricing.models.gpt-*-mini: '*' may only end a model name "
+            "(a prefix such as 'gpt-4o-mini*')",
+        ),
+        (
+            "pricing:\n  models:\n    '': {input: 1, output: 1}\n",
+            "pricing.models.: must not be empty",
+        ),
+        (
+            "pricing:\n  models:\n    4: {input: 1, output: 1}\n",
+            "pricing.models.4: must be a model name",
+        ),
         ("cache:\n  enabled: yes\n", "cache.enabled: expected bool, got str"),
+        (
+            "cache:\n  scope: team\n",
+            "cache.scope: invalid value 'team' (expected one of: key, org)",
+        ),
+        ("cache:\n  max_entry_bytes: 0\n", "cache.max_entry_bytes: must be >= 1"),
         (
             "circuit_breaker:\n  error_threshold: 0\n",
             "circuit_breaker.error_threshold: must be > 0.0",
@@ -592,6 +782,11 @@ def test_a_key_from_the_environment_is_kept(tmp_path: Path) -> None:
         ),
         ("keys:\n  - {key: gnd_x, rpm_limit: -1}\n", "keys[0].rpm_limit: must be >= 0"),
         ("keys:\n  - {key: gnd_x, max_budget: -1}\n", "keys[0].max_budget: must be >= 0.0"),
+        (
+            "keys:\n  - {key: gnd_x, budget_period: yearly}\n",
+            "keys[0].budget_period: invalid value 'yearly' "
+            "(expected one of: daily, monthly, total, weekly)",
+        ),
         (
             "keys:\n  - {key: gnd_x, allowed_models: [1]}\n",
             "keys[0].allowed_models[0]: expected str, got int",
@@ -722,7 +917,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
             "telemetry.tracing.sample_rate: must be <= 1.0",
             "telemetry.tracing.endpiont: unknown field",
             "extra: unknown section (expected one of: server, redis, database, auth, rate_limits, "
-            "cache, circuit_breaker, telemetry, providers, routes, keys)",
+            "pricing, cache, circuit_breaker, telemetry, providers, routes, keys)",
             "providers[0].modles: unknown field",
             "providers[0].timeout_ms: expected int, got str",
             "providers[1].type: unknown provider type 'foo' "
@@ -836,6 +1031,19 @@ def test_the_example_config_routes_every_model_and_fails_over() -> None:
     assert config.redis.url == ""
     assert config.circuit_breaker.enabled
     assert "ollama" not in {p.name for p in config.providers}
+
+
+def test_the_example_config_writes_the_limit_price_and_cache_defaults() -> None:
+    config, _ = load_config(REPO / "configs" / "gandalf.yaml", environ=SECRETS)
+    defaults = Config()
+    assert config.rate_limits == defaults.rate_limits
+    assert config.cache == defaults.cache
+    assert (config.pricing.version, config.pricing.defaults) == (DEFAULT_PRICES_VERSION, True)
+    assert config.keys[0].budget_period == "monthly"
+    table = config.pricing.table()
+    assert table.lookup("my-finetune") == Price(input=3.0, output=12.0, cached_input=1.5)
+    assert table.lookup("llama3:8b") == Price(input=0.0, output=0.0)
+    assert table.lookup("claude-sonnet-4-6") == DEFAULT_PRICES["claude-sonnet-4-6*"]
 
 
 def test_the_embedded_default_is_local_and_keeps_ollama() -> None:
