@@ -45,3 +45,27 @@ class Keyspace:
     def limits(self, key_id: str) -> str:
         """Hash tag shared by every limiter key of one API key."""
         return f"{self.prefix}:{{k:{key_id}}}"
+
+    def rate(self, key_id: str) -> str:
+        """Hash: the key's RPM and TPM token buckets (tokens and last refill time)."""
+        return f"{self.limits(key_id)}:rate"
+
+    def spend(self, key_id: str, period: str) -> str:
+        """Integer: nano-USD spent by the key in one budget period (`m:2026-11`, `d:…`, `total`).
+
+        Quota sync rebuilds it from SQLite when Redis lost it.
+        """
+        return f"{self.limits(key_id)}:spend:{period}"
+
+    def reserved(self, key_id: str) -> str:
+        """Integer: nano-USD reserved by the key's requests in flight (estimated cost)."""
+        return f"{self.limits(key_id)}:reserved"
+
+    @property
+    def cache_prefix(self) -> str:
+        """Start of every response-cache key (`SCAN MATCH <prefix>*` finds them all)."""
+        return f"{self.prefix}:cache:"
+
+    def cache(self, model: str, fingerprint: str) -> str:
+        """String: one cached response, by requested model and request fingerprint."""
+        return f"{self.cache_prefix}{model}:{fingerprint}"
