@@ -12,6 +12,8 @@ Error tree (each class carries the HTTP status, the OpenAI error `type` and `cod
     ├── ModelNotFound                    404 invalid_request_error / model_not_found
     ├── MethodNotAllowed                 405 invalid_request_error
     ├── ServiceUnavailable               503 api_error
+    ├── RateLimited                      429 requests / rate_limit_exceeded (+ Retry-After)
+    ├── QuotaExceeded                    429 insufficient_quota
     └── UpstreamError                    502 upstream_error (failover decides on these)
         ├── UpstreamStatus               the upstream's own status (4xx passed through)
         ├── UpstreamTimeout              504 → 502 to the client after failover
@@ -82,6 +84,29 @@ class MethodNotAllowed(GatewayError):
 
 class ServiceUnavailable(GatewayError):
     status = 503
+
+
+class RateLimited(GatewayError):
+    """The key's requests or tokens per minute are used up; `headers` say when to retry."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__("rate limit exceeded")
+        self.headers = headers
+
+
+class QuotaExceeded(GatewayError):
+    """The key's budget for the period is spent (Gandalf: 429 `quota exceeded`, no Retry-After)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def __init__(self) -> None:
+        super().__init__("quota exceeded")
 
 
 class UpstreamError(GatewayError):
@@ -186,6 +211,8 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True):
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     max_budget: float | None = None
+    budget_period: str = "monthly"
+    """When the budget starts again: monthly, weekly, daily, or total (never)."""
     expires_at: float | None = None
     blocked: bool = False
 
@@ -214,6 +241,13 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     total_tokens: int = 0
 
 
+class CacheRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What makes a chat request cacheable: Gandalf's rules, decided once at decode time."""
+
+    fingerprint_fields: tuple[tuple[str, bytes], ...]
+    """The request fields that decide the answer, sorted by name, as raw JSON."""
+
+
 class Payload(msgspec.Struct, frozen=True, kw_only=True):
     """A client request on its way upstream.
 
@@ -225,6 +259,12 @@ class Payload(msgspec.Struct, frozen=True, kw_only=True):
     fields: dict[str, msgspec.Raw]
     model: str
     stream: bool = False
+    input_tokens: int = 0
+    """Estimate of the prompt's tokens (about 4 characters a token), for admission."""
+    max_output_tokens: int | None = None
+    """`max_completion_tokens` or `max_tokens` when the client set one."""
+    cache: CacheRequest | None = None
+    """Set when the request may be answered from the cache."""
 
 
 class Reply(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from app.domain import Forbidden, Identity, ModelNotFound, Payload, Permission, Reply
 from app.routing.failover import first_success
-from app.routing.router import Router, Target
+from app.routing.router import Route, Router, Target
 
 
 class Gateway:
@@ -19,8 +19,8 @@ class Gateway:
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    def plan(self, identity: Identity, payload: Payload) -> list[Target] | tuple[Target, ...]:
-        """Check the caller may use the model and return the targets to try, in order."""
+    def resolve(self, identity: Identity, payload: Payload) -> Route:
+        """Check the caller may use the model and return its route."""
         if not identity.can(Permission.USE_MODELS):
             raise Forbidden("insufficient permissions")
         if not identity.may_use(payload.model):
@@ -28,19 +28,19 @@ class Gateway:
         route = self.router.route(payload.model)
         if route is None:
             raise ModelNotFound(payload.model)
-        return self.router.targets(route)  # type: ignore[return-value]
+        return route
 
-    async def complete(self, identity: Identity, payload: Payload) -> tuple[Target, Reply]:
-        targets = self.plan(identity, payload)
+    async def complete(self, route: Route, payload: Payload) -> tuple[Target, Reply]:
+        targets = self.router.targets(route)
         return await first_success(
             payload.model, targets, lambda t: t.provider.send(payload, t.model)
         )
 
     async def open_stream(
-        self, identity: Identity, payload: Payload, stack: contextlib.AsyncExitStack
+        self, route: Route, payload: Payload, stack: contextlib.AsyncExitStack
     ) -> tuple[Target, AsyncIterator[bytes]]:
         """Open the first stream that answers; `stack` owns it (closing it cancels upstream)."""
-        targets = self.plan(identity, payload)
+        targets = self.router.targets(route)
         return await first_success(
             payload.model,
             targets,

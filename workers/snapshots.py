@@ -26,6 +26,7 @@ def identity_of(record: KeyRecord) -> Identity:
         rpm_limit=record.rpm_limit,
         tpm_limit=record.tpm_limit,
         max_budget=record.max_budget,
+        budget_period=record.budget_period,
         expires_at=_epoch(record.expires_at),
         blocked=record.blocked,
     )

@@ -79,7 +79,7 @@ class Supervisor:
                 log.warning(
                     "redis unavailable at start; will publish when it answers", error=str(exc)
                 )
-            server = self._admin_server(db, publisher, client)
+            server = self._admin_server(db, publisher, client, keyspace)
             data_plane = self._data_plane(redis_url)
             code = 0
             try:
@@ -106,11 +106,11 @@ class Supervisor:
             await db.write(seed_admin_key, admin_key)
 
     def _admin_server(
-        self, db: Database, publisher: Publisher, client: aioredis.Redis
+        self, db: Database, publisher: Publisher, client: aioredis.Redis, keyspace: Keyspace
     ) -> EmbeddedServer:
         server = self.config.server
         host, _, port = server.admin_addr.rpartition(":")
-        app = create_admin_app(db, publisher, client)
+        app = create_admin_app(db, publisher, client, keyspace)
         return EmbeddedServer(
             app,
             address=host or "127.0.0.1",

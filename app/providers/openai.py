@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from app.domain import (
+    Operation,
     Payload,
     Reply,
     StreamBroken,
@@ -32,10 +33,24 @@ _decode_usage = msgspec.json.Decoder(_UsageEnvelope).decode
 _encode = msgspec.json.encode
 
 
+_INCLUDE_USAGE = msgspec.Raw(b'{"include_usage":true}')
+
+
 def encode_body(payload: Payload, upstream_model: str) -> bytes:
-    """The client's body with `model` replaced; every other field exactly as it came."""
+    """The client's body with `model` replaced; every other field exactly as it came.
+
+    A stream whose client did not set `stream_options` also asks for the usage chunk (as
+    Gandalf does), so the gateway can settle on real numbers; `metering` removes the chunk
+    again before it reaches that client.
+    """
     fields = dict(payload.fields)
     fields["model"] = msgspec.Raw(_encode(upstream_model))
+    if (
+        payload.stream
+        and "stream_options" not in fields
+        and payload.operation is not (Operation.EMBEDDINGS)
+    ):
+        fields["stream_options"] = _INCLUDE_USAGE
     return _encode(fields)
 
 

@@ -37,6 +37,7 @@ def identities_from_config(keys: Iterable[KeyConfig]) -> dict[str, Identity]:
             rpm_limit=key.rpm_limit,
             tpm_limit=key.tpm_limit,
             max_budget=key.max_budget,
+            budget_period=key.budget_period,
             expires_at=_epoch(key.expires_at),
         )
     return index

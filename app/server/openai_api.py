@@ -20,15 +20,20 @@ from litestar import asgi
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
 
+from app.accounting import Ticket
+from app.cache.replay import replay_as_sse
 from app.domain import (
     GatewayError,
     Identity,
     MethodNotAllowed,
     Operation,
     Payload,
+    ServiceUnavailable,
     StreamBroken,
 )
+from app.metering import StreamMeter
 from app.providers.sse import DONE_FRAME, ERROR_FRAME, KEEPALIVE_FRAME
+from app.routing.router import Route
 from app.server.asgi import ClientDisconnected, header, read_body, respond, wait_for_disconnect
 from app.server.errors import JSON, render, stream_error_frame
 from app.server.requests import decode_payload
@@ -42,6 +47,8 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+SSE_EXTRA = _SSE_HEADERS[1:]
+"""The SSE headers besides the content type, for an SSE answer written in one piece."""
 CLIENT_CLOSED = 499
 """Status logged for a request whose client went away (nginx's convention)."""
 
@@ -147,16 +154,25 @@ class OpenAIApi:
             body = await read_body(scope, receive, state.max_body_bytes)
             payload = decode_payload(operation, body)
             model = payload.model
-            if payload.stream and operation is not Operation.EMBEDDINGS:
-                status, provider = await self._stream(identity, payload, receive, send, extra)
+            route = state.gateway.resolve(identity, payload)
+            ticket = await self._admit(identity, payload, rid, route, scope)
+            if ticket is not None:
+                extra += ticket.headers()
+                if ticket.cacheable:
+                    extra.append((b"x-cache", b"HIT" if ticket.cached is not None else b"MISS"))
+            if ticket is not None and ticket.cached is not None:
+                provider = "cache"
+                await self._answer_from_cache(ticket, payload, send, extra)
+            elif payload.stream and operation is not Operation.EMBEDDINGS:
+                status, provider = await self._stream(
+                    route, payload, receive, send, extra, ticket=ticket
+                )
             else:
-                target, reply = await state.gateway.complete(identity, payload)
-                provider = target.provider.name
-                await respond(send, 200, reply.body, JSON, extra)
+                status, provider = await self._complete(route, payload, send, extra, ticket)
         except GatewayError as exc:
             status, error, content_type = render(exc)
             provider = getattr(exc, "provider", provider)
-            await respond(send, status, error, content_type, extra)
+            await respond(send, status, error, content_type, [*extra, *getattr(exc, "headers", ())])
         except ClientDisconnected:
             status = CLIENT_CLOSED
         finally:
@@ -170,23 +186,88 @@ class OpenAIApi:
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
 
+    async def _admit(
+        self, identity: Identity, payload: Payload, rid: bytes, route: Route, scope: Scope
+    ) -> Ticket | None:
+        accounting = self._state.accounting
+        if accounting is None:
+            return None
+        no_cache = header(scope, b"cache-control")
+        bypass = no_cache is not None and b"no-cache" in no_cache.lower()
+        return await accounting.admit(identity, payload, rid.decode(), route, bypass=bypass)
+
+    async def _complete(
+        self,
+        route: Route,
+        payload: Payload,
+        send: Send,
+        extra: list[tuple[bytes, bytes]],
+        ticket: Ticket | None,
+    ) -> tuple[int, str]:
+        accounting = self._state.accounting
+        try:
+            target, reply = await self._state.gateway.complete(route, payload)
+        except GatewayError:
+            if ticket is not None and accounting is not None:
+                await accounting.settle(ticket, tokens=0, cost_nano=0)
+            raise
+        await respond(send, 200, reply.body, JSON, extra)
+        if ticket is not None and accounting is not None:
+            usage = reply.usage
+            await accounting.settle(
+                ticket,
+                tokens=usage.total_tokens if usage is not None else ticket.tokens,
+                cost_nano=accounting.cost_of(target.model, usage),
+                store=reply.body,
+            )
+        return 200, target.provider.name
+
+    async def _answer_from_cache(
+        self, ticket: Ticket, payload: Payload, send: Send, extra: list[tuple[bytes, bytes]]
+    ) -> None:
+        """A cached answer: as it was stored, or replayed as SSE for a streamed request.
+
+        It costs the key an RPM token (it is a request) and nothing else.
+        """
+        cached = ticket.cached
+        assert cached is not None  # noqa: S101 - the caller checked
+        if payload.stream:
+            options = payload.fields.get("stream_options")
+            include_usage = options is not None and b"include_usage" in bytes(options)
+            stream = replay_as_sse(cached, include_usage)
+            if stream is None:
+                raise ServiceUnavailable("the cached answer is unreadable; retry with no-cache")
+            await respond(send, 200, stream, b"text/event-stream", [*SSE_EXTRA, *extra])
+        else:
+            await respond(send, 200, cached, JSON, extra)
+        if self._state.accounting is not None:
+            await self._state.accounting.settle(ticket, tokens=0, cost_nano=0)
+
     async def _stream(
         self,
-        identity: Identity,
+        route: Route,
         payload: Payload,
         receive: Receive,
         send: Send,
         extra: list[tuple[bytes, bytes]],
+        *,
+        ticket: Ticket | None,
     ) -> tuple[int, str]:
         """Open the upstream stream (failover happens here) and pump it to the client.
 
         Until the first byte is written, a failure is raised and becomes a JSON error. After
         it, a failure ends the stream with an `event: error` frame and `[DONE]` (Gandalf's
         frame for a stream that breaks mid-way). A client that goes away cancels the upstream
-        request at once, whether it is still opening or already streaming.
+        request at once, whether it is still opening or already streaming. Whatever happens,
+        the request is settled on what it used: the upstream's usage chunk when there was
+        one, otherwise the chunks that reached the client.
         """
         writer = SseWriter(send, self._state.keepalive_interval, extra)
-        status, provider = 200, ""
+        meter = StreamMeter(
+            strip_usage="stream_options" not in payload.fields,
+            assemble=ticket is not None and ticket.cacheable,
+        )
+        status, provider, model = 200, "", ""
         failure: GatewayError | None = None
         gone = False
         async with contextlib.AsyncExitStack() as stack:
@@ -196,11 +277,11 @@ class OpenAIApi:
                     ticker = tasks.create_task(writer.keep_alive(), name="sse-keepalive")
                     try:
                         target, events = await self._state.gateway.open_stream(
-                            identity, payload, stack
+                            route, payload, stack
                         )
-                        provider = target.provider.name
+                        provider, model = target.provider.name, target.model
                         await writer.start()
-                        status = await _pump(events, writer)
+                        status = await _pump(events, writer, meter)
                         await writer.finish(DONE_FRAME)
                     except GatewayError as exc:
                         failure = exc
@@ -209,6 +290,9 @@ class OpenAIApi:
                         ticker.cancel()
             except* ClientDisconnected:
                 gone = True
+        await self._settle_stream(
+            ticket, meter, payload, model, complete=not gone and (failure is None and status == 200)
+        )
         if gone:
             return CLIENT_CLOSED, provider
         if failure is not None:
@@ -218,6 +302,31 @@ class OpenAIApi:
             await writer.finish(DONE_FRAME)
             return failure.http_status, getattr(failure, "provider", provider)
         return status, provider
+
+    async def _settle_stream(
+        self,
+        ticket: Ticket | None,
+        meter: StreamMeter,
+        payload: Payload,
+        model: str,
+        *,
+        complete: bool,
+    ) -> None:
+        """Settle on the usage chunk, or on the chunks sent; a stream never opened cost 0."""
+        accounting = self._state.accounting
+        if ticket is None or accounting is None:
+            return
+        if not model:
+            await accounting.settle(ticket, tokens=0, cost_nano=0)
+            return
+        usage = meter.used(payload.input_tokens)
+        assembled = meter.assembler.body() if meter.assembler is not None and complete else None
+        await accounting.settle(
+            ticket,
+            tokens=usage.total_tokens,
+            cost_nano=accounting.cost_of(model, usage),
+            store=assembled,
+        )
 
     async def models(self, scope: Scope, send: Send) -> None:
         rid = request_id(scope)
@@ -235,11 +344,13 @@ class OpenAIApi:
             await respond(send, status, error, content_type, extra)
 
 
-async def _pump(events: AsyncIterator[bytes], writer: SseWriter) -> int:
+async def _pump(events: AsyncIterator[bytes], writer: SseWriter, meter: StreamMeter) -> int:
     """Forward events as they arrive; return the status to log."""
     try:
         async for frames in events:
-            await writer.write(frames)
+            forward = meter.see(frames)
+            if forward:
+                await writer.write(forward)
     except StreamBroken as exc:
         log.warning("upstream stream broke", error=str(exc))
         await writer.write(ERROR_FRAME)

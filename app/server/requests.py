@@ -11,7 +11,7 @@ import re
 
 import msgspec
 
-from app.domain import InvalidRequest, Operation, Payload
+from app.domain import CacheRequest, InvalidRequest, Operation, Payload
 
 _Raw = msgspec.Raw
 
@@ -67,6 +67,17 @@ _VIEWS: dict[
     Operation.EMBEDDINGS: msgspec.json.Decoder(EmbeddingRequest),
 }
 _decode_fields = msgspec.json.Decoder(dict[str, _Raw]).decode
+_INPUT_FIELD = {
+    Operation.CHAT: "messages",
+    Operation.COMPLETIONS: "prompt",
+    Operation.EMBEDDINGS: "input",
+}
+CACHE_TEMPERATURE = 0.3
+"""Gandalf caches a chat request only with a seed or a temperature at most this."""
+NOT_FINGERPRINTED = frozenset({"stream", "stream_options", "user"})
+"""Fields that never change the answer. Every other field is part of the cache key, known to
+the gateway or not (Gandalf hashed a fixed list, so two requests differing in, say,
+`logprobs` shared an answer)."""
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
@@ -86,11 +97,50 @@ def decode_payload(operation: Operation, body: bytes) -> Payload:
         raise InvalidRequest(f"invalid request body: {exc}") from exc
     if operation is Operation.CHAT and not view.messages:  # type: ignore[union-attr]
         raise InvalidRequest("'messages' must contain at least one message", param="messages")
+    fields = _decode_fields(body)
     return Payload(
         operation=operation,
-        fields=_decode_fields(body),
+        fields=fields,
         model=view.model,
         stream=bool(getattr(view, "stream", False)),
+        input_tokens=_estimate(operation, view, fields),
+        max_output_tokens=getattr(view, "max_completion_tokens", None) or view.max_tokens
+        if not isinstance(view, EmbeddingRequest)
+        else None,
+        cache=_cacheable(view, fields) if isinstance(view, ChatRequest) else None,
+    )
+
+
+def _estimate(
+    operation: Operation,
+    view: ChatRequest | CompletionRequest | EmbeddingRequest,
+    fields: dict[str, _Raw],
+) -> int:
+    """Prompt tokens, about four bytes of JSON a token (Gandalf's rule), never below 1.
+
+    Cheap on purpose: it runs on the event loop for every request and only sizes admission;
+    settlement uses the upstream's own count.
+    """
+    raw = fields.get(_INPUT_FIELD[operation])
+    size = len(raw) if raw is not None else 0
+    overhead = 4 * len(view.messages) + 3 if isinstance(view, ChatRequest) else 0
+    return max(1, -(-size // 4) + overhead)
+
+
+def _cacheable(view: ChatRequest, fields: dict[str, _Raw]) -> CacheRequest | None:
+    if view.n is not None and view.n > 1:
+        return None
+    deterministic = view.seed is not None or (
+        view.temperature is not None and view.temperature <= CACHE_TEMPERATURE
+    )
+    if not deterministic:
+        return None
+    return CacheRequest(
+        fingerprint_fields=tuple(
+            (name, bytes(value))
+            for name, value in sorted(fields.items())
+            if name not in NOT_FINGERPRINTED
+        )
     )
 
 

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 import structlog
 from litestar import Litestar
 
-from app.config import Config, secret_from_environment
+from app.accounting import Accounting
+from app.config import Config, price_table, secret_from_environment
 from app.domain import ConfigSnapshot, Provider, ProviderSettings, ServiceUnavailable
 from app.keyspace import Keyspace
 from app.pipeline import Gateway
@@ -40,6 +41,8 @@ class WorkerState:
         self.snapshot_version = -1
         self.keyspace = Keyspace(config.redis.key_prefix)
         self.redis: aioredis.Redis | None = None
+        self.accounting: Accounting | None = None
+        """Limits, budgets and the cache; None without Redis (a data plane on its own file)."""
 
     @property
     def gateway(self) -> Gateway:
@@ -109,9 +112,13 @@ class WorkerState:
                 yield
                 return
             self.redis = aioredis.Redis.from_url(
-                self.config.redis.url, socket_timeout=5, socket_connect_timeout=2
+                self.config.redis.url, socket_timeout=2, socket_connect_timeout=2
             )
             stack.push_async_callback(self.redis.aclose)
+            self.accounting = Accounting(
+                self.redis, self.keyspace, price_table(self.config), self.config
+            )
+            await self.accounting.start()
             keys = KeyCache(self.redis, self.keyspace)
             self.authenticator = Authenticator(keys)
             link = ControlLink(self.redis, self.keyspace, keys, self.apply)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.fakes.upstreams.harness import FakeUpstream
 from tests.integration.harness import ADMIN_KEY, TEST_KEY, Gateway, free_port, openai_provider
+from workers.embedded_redis import EmbeddedRedis
 
 OTHER_ORG_ADMIN = "gnd_other-org-admin-0000000000000000000000000000"
 
@@ -87,6 +89,9 @@ def control_plane_config(upstream: FakeUpstream, db: Path) -> dict[str, Any]:
     return {
         "server": {"workers": 2},
         "database": {"dsn": str(db)},
+        # Gandalf's defaults (60 RPM, 100k TPM) would throttle tests that send many requests
+        # with one key; the limits have tests of their own.
+        "rate_limits": {"default_rpm": 0, "default_tpm": 0},
         "providers": [openai_provider("fake", upstream.url, models=["m1"])],
         "routes": [{"model_alias": "chat", "targets": [{"provider": "fake", "model": "up-chat"}]}],
         "keys": [
@@ -109,3 +114,37 @@ def stack(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     with gateway:
         yield gateway
+
+
+@contextlib.contextmanager
+def separate_planes(
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    *,
+    data_planes: int = 1,
+    change: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[tuple[EmbeddedRedis, Gateway, tuple[Gateway, ...]]]:
+    """The Kubernetes shape: `gandalf supervisor` and `data_planes` separate `gandalf serve`
+    processes (standing for pods) sharing one Redis that the test can stop and start."""
+    shared = EmbeddedRedis(tmp_path / "redis")
+    config = control_plane_config(upstream, tmp_path / "gandalf.db")
+    config["redis"] = {"url": shared.start()}
+    if change is not None:
+        change(config)
+    try:
+        env = {"GANDALF_ADMIN_KEY": ADMIN_KEY}
+        control = Gateway(config, tmp_path / "control", command="supervisor", env=env)
+        planes = tuple(
+            Gateway(config, tmp_path / f"data-{n}", command="serve") for n in range(data_planes)
+        )
+        for plane in planes:
+            plane.admin_port = control.admin_port
+            plane.config["server"]["admin_addr"] = control.config["server"]["admin_addr"]
+            plane.write_config()
+        with contextlib.ExitStack() as running:
+            running.enter_context(control)
+            for plane in planes:
+                running.enter_context(plane)
+            yield shared, control, planes
+    finally:
+        shared.stop()

@@ -8,7 +8,6 @@ import os
 import pathlib
 import signal
 import time
-from collections.abc import Iterator
 
 import httpx
 import msgspec
@@ -18,7 +17,7 @@ import redis
 
 from app.keyspace import Keyspace
 from tests.fakes.upstreams.harness import FakeUpstream
-from tests.integration.conftest import OTHER_ORG_ADMIN, control_plane_config
+from tests.integration.conftest import OTHER_ORG_ADMIN, control_plane_config, separate_planes
 from tests.integration.harness import (
     ADMIN_KEY,
     MESSAGES,
@@ -27,7 +26,6 @@ from tests.integration.harness import (
     admin_call,
     chat_status,
 )
-from workers.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.e2e
 
@@ -275,31 +273,10 @@ def test_a_killed_embedded_redis_is_restarted_and_traffic_recovers(stack: Gatewa
     assert httpx.get(f"{stack.admin}/readyz").text == "ok"
 
 
-@contextlib.contextmanager
-def _separate_planes(
-    upstream: FakeUpstream, tmp_path: pathlib.Path
-) -> Iterator[tuple[EmbeddedRedis, Gateway, Gateway]]:
-    """The Kubernetes shape: `gandalf supervisor` and `gandalf serve` sharing one Redis."""
-    shared = EmbeddedRedis(tmp_path / "redis")
-    config = control_plane_config(upstream, tmp_path / "gandalf.db")
-    config["redis"] = {"url": shared.start()}
-    try:
-        env = {"GANDALF_ADMIN_KEY": ADMIN_KEY}
-        control = Gateway(config, tmp_path / "control", command="supervisor", env=env)
-        data = Gateway(config, tmp_path / "data", command="serve")
-        data.admin_port = control.admin_port
-        data.config["server"]["admin_addr"] = control.config["server"]["admin_addr"]
-        data.write_config()
-        with control, data:
-            yield shared, control, data
-    finally:
-        shared.stop()
-
-
 def test_control_plane_and_data_plane_as_separate_processes(
     upstream: FakeUpstream, tmp_path: pathlib.Path
 ) -> None:
-    with _separate_planes(upstream, tmp_path) as (_, control, data):
+    with separate_planes(upstream, tmp_path) as (_, control, (data,)):
         key = admin_call(data, "POST", "/keys", {"role": "member"}).json()["key"]
         assert chat_status(data, key) == 200
         assert control.process is not None
@@ -315,7 +292,7 @@ def test_control_plane_and_data_plane_as_separate_processes(
 def test_a_redis_outage_keeps_known_keys_working_and_loses_no_change(
     upstream: FakeUpstream, tmp_path: pathlib.Path
 ) -> None:
-    with _separate_planes(upstream, tmp_path) as (shared, _, data):
+    with separate_planes(upstream, tmp_path) as (shared, _, (data,)):
         for _ in range(8):  # every worker caches the member key
             assert chat_status(data, TEST_KEY) == 200
         shared.stop()

@@ -16,12 +16,13 @@ from litestar import Litestar, Response, Router, get, post
 from litestar.exceptions import HTTPException
 
 from app.domain import GatewayError, Permission
+from app.keyspace import Keyspace
 from app.server.errors import error_body
 from storage.db import Database, config_version
 from storage.errors import Conflict, InvalidValue, NotFound, StorageError
 from workers.admin.catalog import PROVIDERS, ROUTES
 from workers.admin.keys import key_handlers
-from workers.admin.payloads import AnyRequest
+from workers.admin.payloads import AnyRequest, PurgeBody, decode_body
 from workers.admin.rbac import caller
 from workers.admin.usage import usage_handlers
 from workers.publisher import Publisher
@@ -63,14 +64,42 @@ def _unexpected(request: AnyRequest, exc: Exception) -> Response[bytes]:
     return _error(500, "internal error", "api_error")
 
 
-def create_admin_app(db: Database, publisher: Publisher, client: aioredis.Redis) -> Litestar:
+async def purge(client: aioredis.Redis, keyspace: Keyspace, model: str | None) -> int:
+    """Unlink cached answers (of one requested model, or all); returns how many."""
+    pattern = keyspace.cache_prefix + (f"{_glob_escape(model)}:*" if model else "*")
+    removed = 0
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=pattern, count=500):
+        batch.append(key)
+        if len(batch) >= 500:
+            removed += await client.unlink(*batch)
+            batch = []
+    if batch:
+        removed += await client.unlink(*batch)
+    return removed
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+def create_admin_app(
+    db: Database, publisher: Publisher, client: aioredis.Redis, keyspace: Keyspace
+) -> Litestar:
     """The admin API and the supervisor's health probes."""
 
     @post("/cache/purge", status_code=204)
     async def purge_cache(request: AnyRequest) -> None:
+        """Delete cached answers, all or one model's (`?model=` or `{"model": ...}`).
+
+        Every worker sees it at once: the cache lives in Redis.
+        """
         await caller(request, db, Permission.MANAGE_PROVIDERS)
-        # The shared response cache arrives with the limits work; until then there is
-        # nothing to purge, and the endpoint answers with Gandalf's status and permission.
+        model = request.query_params.get("model")
+        if model is None and request.headers.get("content-length", "0") != "0":
+            model = (await decode_body(request, PurgeBody)).model
+        removed = await purge(client, keyspace, model or None)
+        log.info("cache purged", model=model or "*", entries=removed)
 
     admin = Router(
         "/admin/v1",

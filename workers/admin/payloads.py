@@ -56,6 +56,11 @@ class ProviderBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     updated_at: str = ""
 
 
+class PurgeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    model: str | None = None
+    """Purge only the answers cached for this requested model; None = all."""
+
+
 class RouteBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: str = ""
     model_alias: str = ""

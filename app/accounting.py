@@ -1,0 +1,254 @@
+"""Limits, budgets and the response cache around one request: two Redis round trips.
+
+Before the upstream call, `admit` runs one pipeline: the admission script (RPM token, TPM
+estimate, budget reservation, all or nothing, on Redis's clock) and, for a cacheable request,
+the cache lookup. After the answer, `settle` runs one pipeline: the settlement script (TPM
+refund or extra charge, reservation released, real cost added to the spend counter) and, for a
+cacheable answer, the cache store. Both scripts keep their keys in one hash slot, so they run
+unchanged on Redis Cluster.
+
+When Redis cannot be reached, `rate_limits.redis_failure` decides: `fail_open` serves without
+limits or cache (and logs), `fail_closed` answers 503. Nothing needs resetting when Redis
+returns: the next request uses it again.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from app.cache.fingerprint import fingerprint
+from app.config import Config
+from app.domain import (
+    Identity,
+    Payload,
+    QuotaExceeded,
+    RateLimited,
+    ServiceUnavailable,
+    Usage,
+)
+from app.keyspace import Keyspace
+from app.limits.limiter import Admission, Limiter, Limits, spend_period, spend_ttl
+from app.pricing import PriceTable
+from app.routing.router import Route
+
+log = structlog.get_logger("gandalf.accounting")
+
+REDIS_ERRORS = (RedisError, OSError)
+"""Anything Redis can raise: unreachable, timed out, or refusing (out of memory, readonly)."""
+_NANO_PER_USD = 1_000_000_000
+_DEGRADED_LOG_EVERY = 10.0
+"""Seconds between two warnings about serving without Redis (one per request would flood)."""
+
+
+class Ticket:
+    """One admitted request: what was reserved, and where its answer may be cached."""
+
+    __slots__ = (
+        "admission",
+        "cache_key",
+        "cache_ttl",
+        "cached",
+        "cost_nano",
+        "key_id",
+        "limits",
+        "period",
+        "request_id",
+        "tokens",
+    )
+
+    def __init__(self, key_id: str, request_id: str, limits: Limits) -> None:
+        self.key_id = key_id
+        self.request_id = request_id
+        self.limits = limits
+        self.tokens = 0
+        self.cost_nano = 0
+        self.period = ""
+        self.admission: Admission | None = None
+        """None when no limit applies or Redis was unreachable: nothing to settle."""
+        self.cache_key: str | None = None
+        self.cache_ttl = 0
+        self.cached: bytes | None = None
+        """The cached answer, when the lookup hit."""
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return self.admission.headers() if self.admission is not None else []
+
+    @property
+    def cacheable(self) -> bool:
+        return self.cache_key is not None
+
+
+class Accounting:
+    """Admission and settlement of requests against the shared state in Redis."""
+
+    def __init__(
+        self, client: aioredis.Redis, keyspace: Keyspace, prices: PriceTable, config: Config
+    ) -> None:
+        self._client = client
+        self._keyspace = keyspace
+        self._limiter = Limiter(keyspace)
+        self.prices = prices
+        limits = config.rate_limits
+        self._default_rpm = limits.default_rpm
+        self._default_tpm = limits.default_tpm
+        self._default_output = limits.default_output_tokens
+        self._fail_open = limits.redis_failure == "fail_open"
+        cache = config.cache
+        self._cache_on = cache.enabled
+        self._cache_by_org = cache.scope == "org"
+        self._cache_ttl = int(cache.default_ttl)
+        self.max_entry_bytes = cache.max_entry_bytes
+        self._last_warning = 0.0
+
+    async def start(self) -> None:
+        """Load the scripts (a worker that starts while Redis is down loads them later)."""
+        try:
+            await self._limiter.load(self._client)
+        except REDIS_ERRORS as exc:
+            self._degraded(exc)
+
+    def limits_of(self, identity: Identity) -> Limits:
+        budget = identity.max_budget or 0.0
+        return Limits(
+            rpm=identity.rpm_limit or self._default_rpm,
+            tpm=identity.tpm_limit or self._default_tpm,
+            budget_nano=round(budget * _NANO_PER_USD),
+        )
+
+    async def admit(
+        self, identity: Identity, payload: Payload, request_id: str, route: Route, *, bypass: bool
+    ) -> Ticket:
+        """Take from the key's limits and look in the cache, in one round trip.
+
+        Raises:
+            RateLimited: requests or tokens per minute are used up (429 with headers).
+            QuotaExceeded: the budget of the period is spent (429).
+            ServiceUnavailable: Redis is unreachable and the policy is `fail_closed`.
+        """
+        ticket = Ticket(identity.key_id, request_id, self.limits_of(identity))
+        limited = ticket.limits.rpm or ticket.limits.tpm or ticket.limits.budget_nano
+        if self._cache_on and payload.cache is not None:
+            scope = f"org:{identity.org_id}" if self._cache_by_org else identity.key_id
+            ticket.cache_key = self._keyspace.cache(
+                payload.model, fingerprint(scope, payload.cache)
+            )
+            ttl = route.cache_ttl_s
+            ticket.cache_ttl = min(ttl, self._cache_ttl) if ttl > 0 else self._cache_ttl
+        lookup = ticket.cache_key is not None and not bypass
+        if not limited and not lookup:
+            return ticket
+        now = datetime.now(UTC)
+        ticket.tokens = payload.input_tokens
+        ticket.period = spend_period(identity.budget_period, now)
+        if ticket.limits.budget_nano:
+            ticket.cost_nano = self._estimated_cost(payload, route)
+        try:
+            results = await self._run(
+                lambda pipe: self._queue_admission(pipe, ticket, limited, lookup)
+            )
+            admission = self._limiter.read_admit(results[0], ticket.limits) if limited else None
+            cached = results[-1] if lookup else None
+            if isinstance(cached, BaseException):
+                raise cached
+        except REDIS_ERRORS as exc:
+            if not self._fail_open:
+                raise ServiceUnavailable("rate limiting is unavailable; try again shortly") from exc
+            self._degraded(exc)
+            ticket.cache_key = None
+            return ticket
+        if admission is not None:
+            if not admission.allowed:
+                if admission.refused == "budget":
+                    raise QuotaExceeded
+                raise RateLimited(admission.headers())
+            ticket.admission = admission
+        ticket.cached = bytes(cached) if cached is not None else None
+        return ticket
+
+    def _queue_admission(self, pipe: Any, ticket: Ticket, limited: object, lookup: bool) -> None:
+        if limited:
+            self._limiter.queue_admit(
+                pipe,
+                key_id=ticket.key_id,
+                request_id=ticket.request_id,
+                limits=ticket.limits,
+                tokens=ticket.tokens,
+                cost_nano=ticket.cost_nano,
+                period=ticket.period,
+            )
+        if lookup:
+            pipe.get(ticket.cache_key)
+
+    def _estimated_cost(self, payload: Payload, route: Route) -> int:
+        """The most the request can cost: prompt plus longest answer, at the highest price.
+
+        The highest among the route's targets, since failover may land on any of them.
+        """
+        output = payload.max_output_tokens or self._default_output
+        models = {target.model for group in route.groups for target in group} or {payload.model}
+        return max(self.prices.cost_nano(m, payload.input_tokens, output) for m in models)
+
+    def cost_of(self, model: str, usage: Usage | None) -> int:
+        if usage is None:
+            return 0
+        return self.prices.cost_nano(model, usage.prompt_tokens, usage.completion_tokens)
+
+    async def settle(
+        self,
+        ticket: Ticket,
+        *,
+        tokens: int,
+        cost_nano: int,
+        store: bytes | None = None,
+    ) -> None:
+        """Charge what the request really used and cache its answer, in one round trip.
+
+        Never raises: the client has its answer already. A failure is logged; the
+        reservation then expires by itself and the spend is rebuilt from the usage records.
+        """
+        store = store if ticket.cache_key is not None and store is not None else None
+        if store is not None and len(store) > self.max_entry_bytes:
+            store = None
+        if ticket.admission is None and store is None:
+            return
+        now = datetime.now(UTC)
+
+        def queue(pipe: Any) -> None:
+            if ticket.admission is not None:
+                self._limiter.queue_settle(
+                    pipe,
+                    key_id=ticket.key_id,
+                    request_id=ticket.request_id,
+                    limits=ticket.limits,
+                    estimated_tokens=ticket.tokens,
+                    real_tokens=tokens,
+                    cost_nano=cost_nano,
+                    period=ticket.period,
+                    ttl=spend_ttl(ticket.period, now),
+                )
+            if store is not None:
+                pipe.set(ticket.cache_key, store, ex=max(1, ticket.cache_ttl))
+
+        try:
+            results = await self._run(queue)
+        except REDIS_ERRORS as exc:
+            self._degraded(exc)
+            return
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("settlement refused by redis", error=str(result))
+
+    async def _run(self, queue: Any) -> list[Any]:
+        return await self._limiter.run(self._client, queue)
+
+    def _degraded(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= _DEGRADED_LOG_EVERY:
+            self._last_warning = now
+            log.warning("redis unreachable; serving without limits or cache", error=str(exc))

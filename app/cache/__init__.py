@@ -1,0 +1,1 @@
+"""The response cache: fingerprints, and cached answers replayed as JSON or as SSE."""

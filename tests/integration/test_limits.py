@@ -1,0 +1,289 @@
+"""Limits, budgets and the response cache across workers and processes sharing one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import msgspec
+import openai
+import pytest
+
+from tests.fakes.upstreams.harness import FakeUpstream
+from tests.integration.conftest import control_plane_config, separate_planes
+from tests.integration.harness import ADMIN_KEY, Gateway, admin_call
+
+pytestmark = pytest.mark.e2e
+
+RPM_KEY = "gnd_limits-rpm-key-00000000000000000000000000000"
+TPM_KEY = "gnd_limits-tpm-key-00000000000000000000000000000"
+BUDGET_KEY = "gnd_limits-budget-key-0000000000000000000000000"
+CACHE_KEY = "gnd_limits-cache-key-00000000000000000000000000"
+OTHER_CACHE_KEY = "gnd_limits-cache-key-2-000000000000000000000000"
+# `[{"role":"user","content":"hello"}]` is 35 bytes: ceil(35 / 4) + 4 per message + 3 = 16
+# tokens estimated. The fake answers "hello" with 5 // 4 + 1 = 2 prompt tokens; told to send
+# 14 completion tokens it uses exactly the 16 estimated, so nothing is refunded or charged
+# after the fact and the counts below are exact.
+HELLO = b'{"model":"%s","messages":[{"role":"user","content":"hello"}]%s}'
+ESTIMATE = 16
+TPM_REQUESTS = 10
+BUDGET_REQUESTS = 5
+PRICE_PER_OUTPUT_TOKEN = 0.001  # USD: 1000 USD per million output tokens, input free
+
+
+def _limits_config(config: dict[str, Any]) -> None:
+    config["server"]["workers"] = 4
+    config["providers"][0]["models"] = ["m1", "up-tpm", "up-budget"]
+    config["routes"] += [
+        {"model_alias": "tpm", "targets": [{"provider": "fake", "model": "up-tpm"}]},
+        {"model_alias": "budget", "targets": [{"provider": "fake", "model": "up-budget"}]},
+        {"model_alias": "cached", "targets": [{"provider": "fake", "model": "up-cached"}]},
+    ]
+    config["pricing"] = {"models": {"up-budget": {"input": 0, "output": 1000}}}
+    budget = round(BUDGET_REQUESTS * 14 * PRICE_PER_OUTPUT_TOKEN, 6)
+    config["keys"] += [
+        {"name": "rpm", "key": RPM_KEY, "rpm_limit": 50},
+        {"name": "tpm", "key": TPM_KEY, "tpm_limit": TPM_REQUESTS * ESTIMATE},
+        {"name": "budget", "key": BUDGET_KEY, "max_budget": budget},
+        {"name": "cache", "key": CACHE_KEY},
+        {"name": "cache-2", "key": OTHER_CACHE_KEY},
+    ]
+
+
+@pytest.fixture(scope="module")
+def limited(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("limits")
+    config = control_plane_config(upstream, workdir / "gandalf.db")
+    _limits_config(config)
+    with Gateway(config, workdir, command="run", env={"GANDALF_ADMIN_KEY": ADMIN_KEY}) as gw:
+        yield gw
+
+
+async def _burst(
+    bases: list[str], key: str, body: bytes, count: int
+) -> tuple[list[httpx.Response], float]:
+    """`count` requests at once, spread over `bases`; returns the answers and the seconds."""
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    f"{bases[i % len(bases)]}/v1/chat/completions",
+                    content=body,
+                    headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+                )
+                for i in range(count)
+            )
+        )
+        return list(answers), time.monotonic() - started
+
+
+def _refilled(limit: int, seconds: float) -> int:
+    """Whole tokens a bucket of `limit` per minute gains in `seconds` (the burst's duration)."""
+    return int(seconds * limit / 60)
+
+
+def _check_rpm_burst(answers: list[httpx.Response], seconds: float) -> None:
+    ok = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code == 429]
+    assert len(ok) + len(refused) == len(answers), {a.status_code for a in answers}
+    assert 50 <= len(ok) <= 50 + _refilled(50, seconds), (len(ok), seconds)
+    for answer in refused:
+        assert answer.json()["error"]["message"] == "rate limit exceeded"
+        assert answer.headers["x-ratelimit-limit-requests"] == "50"
+        assert answer.headers["x-ratelimit-remaining-requests"] == "0"
+        assert int(answer.headers["retry-after"]) >= 1
+    assert all(a.headers["x-ratelimit-limit-requests"] == "50" for a in ok)
+
+
+def test_rpm_is_exact_across_four_workers(limited: Gateway) -> None:
+    answers, seconds = asyncio.run(_burst([limited.base], RPM_KEY, HELLO % (b"chat", b""), 200))
+    _check_rpm_burst(answers, seconds)
+
+
+def test_rpm_is_exact_across_two_data_planes(upstream: FakeUpstream, tmp_path: Any) -> None:
+    with separate_planes(upstream, tmp_path, data_planes=2, change=_limits_config) as (
+        _,
+        _,
+        planes,
+    ):
+        answers, seconds = asyncio.run(
+            _burst([p.base for p in planes], RPM_KEY, HELLO % (b"chat", b""), 200)
+        )
+    _check_rpm_burst(answers, seconds)
+
+
+def test_tpm_is_exact(limited: Gateway, upstream: FakeUpstream) -> None:
+    upstream.set_behaviour(model="up-tpm", chunks=14)
+    answers, seconds = asyncio.run(_burst([limited.base], TPM_KEY, HELLO % (b"tpm", b""), 200))
+    ok = [a for a in answers if a.status_code == 200]
+    allowed = TPM_REQUESTS + _refilled(TPM_REQUESTS * ESTIMATE, seconds) // ESTIMATE
+    assert TPM_REQUESTS <= len(ok) <= allowed, (len(ok), seconds)
+    assert {a.json()["usage"]["total_tokens"] for a in ok} == {ESTIMATE}
+    refused = [a for a in answers if a.status_code == 429]
+    assert len(ok) + len(refused) == 200
+    for answer in refused:
+        assert answer.headers["x-ratelimit-limit-tokens"] == str(TPM_REQUESTS * ESTIMATE)
+        assert int(answer.headers["x-ratelimit-remaining-tokens"]) < ESTIMATE
+        assert int(answer.headers["retry-after"]) >= 1
+
+
+def test_a_budget_is_never_overspent(limited: Gateway, upstream: FakeUpstream) -> None:
+    upstream.set_behaviour(model="up-budget", chunks=14)
+    body = HELLO % (b"budget", b',"max_tokens":14')
+    answers, _ = asyncio.run(_burst([limited.base], BUDGET_KEY, body, 40))
+    ok = [a for a in answers if a.status_code == 200]
+    assert len(ok) == BUDGET_REQUESTS
+    for answer in answers:
+        if answer.status_code != 200:
+            assert answer.status_code == 429
+            assert answer.json()["error"]["message"] == "quota exceeded"
+            assert "retry-after" not in answer.headers
+    # settled at the real price, the budget is spent to the cent: one more is refused too
+    again = httpx.post(
+        f"{limited.url}/chat/completions",
+        content=body,
+        headers={"authorization": f"Bearer {BUDGET_KEY}", "content-type": "application/json"},
+    )
+    assert again.status_code == 429
+
+
+def _chat(client: openai.OpenAI, content: str, **extra: Any) -> Any:
+    return client.chat.completions.with_raw_response.create(
+        model="cached",
+        messages=[{"role": "user", "content": content}],
+        temperature=0,
+        **extra,
+    )
+
+
+def test_a_cached_answer_is_served_by_any_worker_plain_and_streamed(
+    limited: Gateway, upstream: FakeUpstream
+) -> None:
+    client = openai.OpenAI(base_url=limited.url, api_key=CACHE_KEY, max_retries=0)
+    first = _chat(client, "what is cached?")
+    assert first.headers["x-cache"] == "MISS"
+    text = first.parse().choices[0].message.content
+    seen = upstream.stats()["requests"].get("POST /v1/chat/completions up-cached", 0)
+    for _ in range(6):  # new connections: several workers answer
+        fresh = openai.OpenAI(base_url=limited.url, api_key=CACHE_KEY, max_retries=0)
+        again = _chat(fresh, "what is cached?")
+        assert again.headers["x-cache"] == "HIT"
+        assert again.parse().choices[0].message.content == text
+    streamed = _chat(client, "what is cached?", stream=True)
+    assert streamed.headers["x-cache"] == "HIT"
+    pieces = [c.choices[0].delta.content or "" for c in streamed.parse() if c.choices]
+    assert "".join(pieces) == text
+    assert upstream.stats()["requests"].get("POST /v1/chat/completions up-cached", 0) == seen
+
+    # another key does not see this key's answers (the default scope is the key)
+    other = openai.OpenAI(base_url=limited.url, api_key=OTHER_CACHE_KEY, max_retries=0)
+    assert _chat(other, "what is cached?").headers["x-cache"] == "MISS"
+
+
+def test_a_streamed_answer_is_cached_for_plain_requests(limited: Gateway) -> None:
+    client = openai.OpenAI(base_url=limited.url, api_key=CACHE_KEY, max_retries=0)
+    streamed = _chat(client, "stream me once", stream=True)
+    assert streamed.headers["x-cache"] == "MISS"
+    chunks = list(streamed.parse())
+    assert all(c.choices for c in chunks)  # the usage chunk the gateway asked for is removed
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    plain = _chat(client, "stream me once")
+    assert plain.headers["x-cache"] == "HIT"
+    assert plain.parse().choices[0].message.content == text
+
+
+def test_no_cache_bypasses_and_purge_empties(limited: Gateway, upstream: FakeUpstream) -> None:
+    client = openai.OpenAI(base_url=limited.url, api_key=CACHE_KEY, max_retries=0)
+    _chat(client, "purge me")
+    assert _chat(client, "purge me").headers["x-cache"] == "HIT"
+    bypass = _chat(client, "purge me", extra_headers={"cache-control": "no-cache"})
+    assert bypass.headers["x-cache"] == "MISS"
+
+    assert admin_call(limited, "POST", "/cache/purge?model=other-model").status_code == 204
+    assert _chat(client, "purge me").headers["x-cache"] == "HIT"
+    assert admin_call(limited, "POST", "/cache/purge", {"model": "cached"}).status_code == 204
+    assert _chat(client, "purge me").headers["x-cache"] == "MISS"
+    assert admin_call(limited, "POST", "/cache/purge").status_code == 204
+    assert _chat(client, "purge me").headers["x-cache"] == "MISS"
+    bad = admin_call(limited, "POST", "/cache/purge", {"models": ["x"]})
+    assert bad.status_code == 400
+
+
+def test_not_cacheable_requests_say_nothing(limited: Gateway) -> None:
+    client = openai.OpenAI(base_url=limited.url, api_key=CACHE_KEY, max_retries=0)
+    hot = client.chat.completions.with_raw_response.create(
+        model="cached", messages=[{"role": "user", "content": "hi"}], temperature=0.9
+    )
+    assert "x-cache" not in hot.headers
+
+
+def _policy(policy: str) -> Any:
+    def change(config: dict[str, Any]) -> None:
+        _limits_config(config)
+        config["server"]["workers"] = 2
+        config["rate_limits"]["redis_failure"] = policy
+        config["keys"].append({"name": "policy", "key": POLICY_KEY, "rpm_limit": 20})
+
+    return change
+
+
+POLICY_KEY = "gnd_limits-policy-key-0000000000000000000000000"
+
+
+def _status(gateway: Gateway, key: str) -> httpx.Response:
+    with httpx.Client() as fresh:
+        return fresh.post(
+            f"{gateway.url}/chat/completions",
+            content=HELLO % (b"chat", b""),
+            headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+            timeout=10,
+        )
+
+
+def test_fail_open_serves_without_limits_while_redis_is_down(
+    upstream: FakeUpstream, tmp_path: Any
+) -> None:
+    with separate_planes(upstream, tmp_path, change=_policy("fail_open")) as (redis, _, (data,)):
+        for _ in range(8):  # every worker knows the key (and 8 of its 20 are used)
+            assert _status(data, POLICY_KEY).status_code == 200
+        redis.stop()
+        assert {_status(data, POLICY_KEY).status_code for _ in range(25)} == {200}
+        redis.start()
+        statuses = []
+        deadline = time.monotonic() + 10
+        while 429 not in statuses:  # limits are back: a fresh bucket of 20, then refusals
+            assert time.monotonic() < deadline, statuses
+            statuses.append(_status(data, POLICY_KEY).status_code)
+        assert statuses.count(200) >= 20 - 2  # a request or two may have hit Redis starting
+
+
+def test_fail_closed_refuses_while_redis_is_down(upstream: FakeUpstream, tmp_path: Any) -> None:
+    with separate_planes(upstream, tmp_path, change=_policy("fail_closed")) as (
+        redis,
+        _,
+        (data,),
+    ):
+        for _ in range(8):
+            assert _status(data, POLICY_KEY).status_code == 200
+        redis.stop()
+        down = _status(data, POLICY_KEY)
+        assert down.status_code == 503
+        assert down.json()["error"]["message"] == "rate limiting is unavailable; try again shortly"
+        redis.start()
+        deadline = time.monotonic() + 10
+        while (status := _status(data, POLICY_KEY).status_code) != 200:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+
+
+def test_error_bodies_of_refusals_are_openai_shaped(limited: Gateway) -> None:
+    answers, _ = asyncio.run(_burst([limited.base], RPM_KEY, HELLO % (b"chat", b""), 60))
+    refused = next(a for a in answers if a.status_code == 429)
+    error = msgspec.json.decode(refused.content)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "rate_limit_exceeded"
