@@ -2,9 +2,10 @@
 
 Before the upstream call, `admit` runs one pipeline: the admission script (RPM token, TPM
 estimate, budget reservation, all or nothing, on Redis's clock) and, for a cacheable request,
-the cache lookup. After the answer, `settle` runs one pipeline: the settlement script (TPM
-refund or extra charge, reservation released, real cost added to the spend counter) and, for a
-cacheable answer, the cache store. Both scripts keep their keys in one hash slot, so they run
+the cache lookup. After the answer, `settle` queues the settlement script (TPM refund or extra
+charge, reservation released, real cost added to the spend counter) and, for a cacheable
+answer, the cache store; a background task sends the settlements of all requests that
+finished within 2 ms in one pipeline. Both scripts keep their keys in one hash slot, so they run
 unchanged on Redis Cluster.
 
 When Redis cannot be reached, `rate_limits.redis_failure` decides: `fail_open` serves without
@@ -14,11 +15,11 @@ returns: the next request uses it again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
@@ -33,7 +34,7 @@ from app.domain import (
     Usage,
 )
 from app.keyspace import Keyspace
-from app.limits.limiter import Admission, Limiter, Limits, spend_period, spend_ttl
+from app.limits.limiter import Admission, Client, Limiter, Limits, spend_period, spend_ttl
 from app.pricing import PriceTable
 from app.routing.router import Route
 
@@ -42,6 +43,8 @@ log = structlog.get_logger("gandalf.accounting")
 REDIS_ERRORS = (RedisError, OSError)
 """Anything Redis can raise: unreachable, timed out, or refusing (out of memory, readonly)."""
 _NANO_PER_USD = 1_000_000_000
+SETTLE_DELAY = 0.002
+"""Seconds a settlement waits for others to share its round trip."""
 _DEGRADED_LOG_EVERY = 10.0
 """Seconds between two warnings about serving without Redis (one per request would flood)."""
 
@@ -88,7 +91,7 @@ class Accounting:
     """Admission and settlement of requests against the shared state in Redis."""
 
     def __init__(
-        self, client: aioredis.Redis, keyspace: Keyspace, prices: PriceTable, config: Config
+        self, client: Client, keyspace: Keyspace, prices: PriceTable, config: Config
     ) -> None:
         self._client = client
         self._keyspace = keyspace
@@ -105,6 +108,10 @@ class Accounting:
         self._cache_ttl = int(cache.default_ttl)
         self.max_entry_bytes = cache.max_entry_bytes
         self._last_warning = 0.0
+        self._settlements: list[tuple[Ticket, int, int, bytes | None]] = []
+        self._period_day = -1
+        self._periods: dict[str, str] = {}
+        self._wake: asyncio.Event | None = None
 
     async def start(self) -> None:
         """Load the scripts (a worker that starts while Redis is down loads them later)."""
@@ -143,9 +150,8 @@ class Accounting:
         lookup = ticket.cache_key is not None and not bypass
         if not limited and not lookup:
             return ticket
-        now = datetime.now(UTC)
         ticket.tokens = payload.input_tokens
-        ticket.period = spend_period(identity.budget_period, now)
+        ticket.period = self._period(identity.budget_period)
         if ticket.limits.budget_nano:
             ticket.cost_nano = self._estimated_cost(payload, route)
         try:
@@ -185,6 +191,16 @@ class Accounting:
         if lookup:
             pipe.get(ticket.cache_key)
 
+    def _period(self, budget_period: str) -> str:
+        """`spend_period` for now, computed once a day per kind of period (UTC)."""
+        day = int(time.time() // 86400)
+        if day != self._period_day:
+            self._period_day, self._periods = day, {}
+        period = self._periods.get(budget_period)
+        if period is None:
+            period = self._periods[budget_period] = spend_period(budget_period, datetime.now(UTC))
+        return period
+
     def _estimated_cost(self, payload: Payload, route: Route) -> int:
         """The most the request can cost: prompt plus longest answer, at the highest price.
 
@@ -199,7 +215,7 @@ class Accounting:
             return 0
         return self.prices.cost_nano(model, usage.prompt_tokens, usage.completion_tokens)
 
-    async def settle(
+    def settle(
         self,
         ticket: Ticket,
         *,
@@ -207,9 +223,11 @@ class Accounting:
         cost_nano: int,
         store: bytes | None = None,
     ) -> None:
-        """Charge what the request really used and cache its answer, in one round trip.
+        """Charge what the request really used and cache its answer.
 
-        Never raises: the client has its answer already. A failure is logged; the
+        Queued, not awaited: the client has its answer already, and the settlements of all
+        requests that finish within `SETTLE_DELAY` leave together, in one round trip (under
+        load, dozens of requests share it). Never raises; a failure is logged, the
         reservation then expires by itself and the spend is rebuilt from the usage records.
         """
         store = store if ticket.cache_key is not None and store is not None else None
@@ -217,23 +235,50 @@ class Accounting:
             store = None
         if ticket.admission is None and store is None:
             return
+        self._settlements.append((ticket, tokens, cost_nano, store))
+        if self._wake is not None and not self._wake.is_set():
+            self._wake.set()
+
+    async def run_settlements(self) -> None:
+        """The worker's background task that sends queued settlements; runs until cancelled."""
+        self._wake = asyncio.Event()
+        try:
+            while True:
+                await self._wake.wait()
+                await asyncio.sleep(SETTLE_DELAY)
+                self._wake.clear()
+                await self.flush()
+        finally:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send every queued settlement now, in one round trip."""
+        batch, self._settlements = self._settlements, []
+        if not batch:
+            return
         now = datetime.now(UTC)
+        ttls: dict[str, int] = {}
 
         def queue(pipe: Any) -> None:
-            if ticket.admission is not None:
-                self._limiter.queue_settle(
-                    pipe,
-                    key_id=ticket.key_id,
-                    request_id=ticket.request_id,
-                    limits=ticket.limits,
-                    estimated_tokens=ticket.tokens,
-                    real_tokens=tokens,
-                    cost_nano=cost_nano,
-                    period=ticket.period,
-                    ttl=spend_ttl(ticket.period, now),
-                )
-            if store is not None:
-                pipe.set(ticket.cache_key, store, ex=max(1, ticket.cache_ttl))
+            for ticket, tokens, cost_nano, store in batch:
+                if ticket.admission is not None:
+                    ttl = ttls.get(ticket.period)
+                    if ttl is None:
+                        ttl = ttls[ticket.period] = spend_ttl(ticket.period, now)
+                    self._limiter.queue_settle(
+                        pipe,
+                        key_id=ticket.key_id,
+                        request_id=ticket.request_id,
+                        limits=ticket.limits,
+                        estimated_tokens=ticket.tokens,
+                        real_tokens=tokens,
+                        cost_nano=cost_nano,
+                        period=ticket.period,
+                        ttl=ttl,
+                        reserved=ticket.cost_nano > 0,
+                    )
+                if store is not None:
+                    pipe.set(ticket.cache_key, store, ex=max(1, ticket.cache_ttl))
 
         try:
             results = await self._run(queue)

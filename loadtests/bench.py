@@ -312,7 +312,18 @@ def gateway(upstream_url: str, workers: int, workdir: Path, mode: str) -> Iterat
         "routes": [
             {"model_alias": MODEL, "targets": [{"provider": "fake", "model": "fake-model"}]}
         ],
-        "keys": [{"name": "bench", "key": TEST_KEY, "role": "admin"}],
+        # limits on, and never reached: every request pays for admission and settlement
+        "keys": [
+            {
+                "name": "bench",
+                "key": TEST_KEY,
+                "role": "admin",
+                "rpm_limit": 1_000_000_000,
+                "tpm_limit": 1_000_000_000_000,
+                "max_budget": 1_000_000_000,
+            }
+        ],
+        "pricing": {"models": {"fake-model": {"input": 1, "output": 2}}},
         "database": {"dsn": str(workdir / "gandalf.db")},
     }
     workdir.mkdir(parents=True, exist_ok=True)
@@ -497,7 +508,9 @@ def report(rows: list[Row], meta: dict[str, Any], placement: str, args: argparse
         f"- placement: {placement}",
         f"- gateway: `gandalf {args.mode}`"
         + (
-            " (supervisor, embedded Redis, Granian workers; keys and routes published via Redis)"
+            " (supervisor, embedded Redis, Granian workers; keys and routes published via Redis;"
+            " the key has RPM, TPM and budget limits it never reaches, so every request runs"
+            " the admission and settlement scripts)"
             if args.mode == "run"
             else " (the data plane alone, keys and routes from its YAML file)"
         ),

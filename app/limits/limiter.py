@@ -31,9 +31,10 @@ from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import NoScriptError
 
 from app.keyspace import Keyspace
+from app.resp import RespClient, RespPipeline
 
-Client: TypeAlias = "Redis | RedisCluster"
-Pipe: TypeAlias = "Pipeline | ClusterPipeline"
+Client: TypeAlias = "Redis | RedisCluster | RespClient"
+Pipe: TypeAlias = "Pipeline | ClusterPipeline | RespPipeline"
 
 RESERVATION_HOLD_S: Final = 3600
 """How long a budget reservation counts if its request is never settled (a worker died)."""
@@ -192,8 +193,12 @@ class Limiter:
         cost_nano: int,
         period: str,
         ttl: int | None = None,
+        reserved: bool = True,
     ) -> ScriptCall:
         """Queue the settlement of one finished request.
+
+        `reserved=False` (its admission reserved no budget) spares Redis the reservation
+        lookup.
 
         The TPM bucket gets `estimated_tokens - real_tokens` back (or loses it when negative),
         the reservation is dropped and `cost_nano` is added to the spend counter. A request
@@ -211,6 +216,7 @@ class Limiter:
             real_tokens,
             cost_nano,
             spend_ttl(period, datetime.now(UTC)) if ttl is None else ttl,
+            1 if reserved else 0,
         )
 
     async def run(self, client: Client, build: Callable[[Pipe], None]) -> list[Any]:

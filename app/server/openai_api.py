@@ -209,12 +209,12 @@ class OpenAIApi:
             target, reply = await self._state.gateway.complete(route, payload)
         except GatewayError:
             if ticket is not None and accounting is not None:
-                await accounting.settle(ticket, tokens=0, cost_nano=0)
+                accounting.settle(ticket, tokens=0, cost_nano=0)
             raise
         await respond(send, 200, reply.body, JSON, extra)
         if ticket is not None and accounting is not None:
             usage = reply.usage
-            await accounting.settle(
+            accounting.settle(
                 ticket,
                 tokens=usage.total_tokens if usage is not None else ticket.tokens,
                 cost_nano=accounting.cost_of(target.model, usage),
@@ -241,7 +241,7 @@ class OpenAIApi:
         else:
             await respond(send, 200, cached, JSON, extra)
         if self._state.accounting is not None:
-            await self._state.accounting.settle(ticket, tokens=0, cost_nano=0)
+            self._state.accounting.settle(ticket, tokens=0, cost_nano=0)
 
     async def _stream(
         self,
@@ -317,11 +317,11 @@ class OpenAIApi:
         if ticket is None or accounting is None:
             return
         if not model:
-            await accounting.settle(ticket, tokens=0, cost_nano=0)
+            accounting.settle(ticket, tokens=0, cost_nano=0)
             return
         usage = meter.used(payload.input_tokens)
         assembled = meter.assembler.body() if meter.assembler is not None and complete else None
-        await accounting.settle(
+        accounting.settle(
             ticket,
             tokens=usage.total_tokens,
             cost_nano=accounting.cost_of(model, usage),

@@ -17,6 +17,7 @@ from app.domain import ConfigSnapshot, Provider, ProviderSettings, ServiceUnavai
 from app.keyspace import Keyspace
 from app.pipeline import Gateway
 from app.providers.registry import build_provider
+from app.resp import RespClient
 from app.routing.router import Router, build_routes, route_specs
 from app.server.auth import Authenticator, StaticKeys, identities_from_config
 from app.server.control import ControlLink, KeyCache
@@ -115,19 +116,21 @@ class WorkerState:
                 self.config.redis.url, socket_timeout=2, socket_connect_timeout=2
             )
             stack.push_async_callback(self.redis.aclose)
-            self.accounting = Accounting(
-                self.redis, self.keyspace, price_table(self.config), self.config
-            )
+            hot = RespClient(self.config.redis.url, timeout=2)
+            stack.push_async_callback(hot.aclose)
+            self.accounting = Accounting(hot, self.keyspace, price_table(self.config), self.config)
             await self.accounting.start()
             keys = KeyCache(self.redis, self.keyspace)
             self.authenticator = Authenticator(keys)
             link = ControlLink(self.redis, self.keyspace, keys, self.apply)
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             follower = tasks.create_task(link.follow(), name="control-plane-follower")
+            settler = tasks.create_task(self.accounting.run_settlements(), name="settlements")
             try:
                 yield
             finally:
                 follower.cancel()
+                settler.cancel()  # it sends what is still queued before it ends
 
     async def _close_providers(self) -> None:
         self._gateway = None

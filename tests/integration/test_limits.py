@@ -11,6 +11,7 @@ import httpx
 import msgspec
 import openai
 import pytest
+import redis
 
 from tests.fakes.upstreams.harness import FakeUpstream
 from tests.integration.conftest import control_plane_config, separate_planes
@@ -23,6 +24,7 @@ TPM_KEY = "gnd_limits-tpm-key-00000000000000000000000000000"
 BUDGET_KEY = "gnd_limits-budget-key-0000000000000000000000000"
 CACHE_KEY = "gnd_limits-cache-key-00000000000000000000000000"
 OTHER_CACHE_KEY = "gnd_limits-cache-key-2-000000000000000000000000"
+TRIPS_KEY = "gnd_limits-trips-key-0000000000000000000000000"
 # `[{"role":"user","content":"hello"}]` is 35 bytes: ceil(35 / 4) + 4 per message + 3 = 16
 # tokens estimated. The fake answers "hello" with 5 // 4 + 1 = 2 prompt tokens; told to send
 # 14 completion tokens it uses exactly the 16 estimated, so nothing is refunded or charged
@@ -50,6 +52,7 @@ def _limits_config(config: dict[str, Any]) -> None:
         {"name": "budget", "key": BUDGET_KEY, "max_budget": budget},
         {"name": "cache", "key": CACHE_KEY},
         {"name": "cache-2", "key": OTHER_CACHE_KEY},
+        {"name": "trips", "key": TRIPS_KEY, "rpm_limit": 100_000, "tpm_limit": 10_000_000},
     ]
 
 
@@ -287,3 +290,26 @@ def test_error_bodies_of_refusals_are_openai_shaped(limited: Gateway) -> None:
     error = msgspec.json.decode(refused.content)["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == "rate_limit_exceeded"
+
+
+def test_each_request_runs_one_admission_and_one_settlement(limited: Gateway) -> None:
+    """Counted on the Redis side: per request, the two script calls, never reloaded."""
+    socket = next(
+        msgspec.json.decode(line)["socket"]
+        for line in limited.logs().splitlines()
+        if "embedded redis started" in line
+    )
+    client = redis.Redis(unix_socket_path=socket)
+    try:
+        for _ in range(8):  # every worker has the key cached
+            assert _status(limited, TRIPS_KEY).status_code == 200
+        client.config_resetstat()
+        for _ in range(10):
+            assert _status(limited, TRIPS_KEY).status_code == 200
+        stats = client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 20
+        # (commandstats also counts the commands the scripts run, so only the script calls
+        # themselves are telling; tests/unit/app/test_accounting.py counts round trips)
+        assert "cmdstat_eval" not in stats and "cmdstat_script|load" not in stats
+    finally:
+        client.close()

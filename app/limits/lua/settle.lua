@@ -7,8 +7,9 @@
 -- KEYS: as admit.lua (1 rate hash, 2 spend counter, 3 reserved total, 4 reservation expiries,
 --       5 reservation amounts)
 -- ARGV: request id, tpm limit, estimated tokens, real tokens, real cost nano-USD,
---       spend counter TTL seconds (0 = never expires)
--- Returns {tpm remaining (-1 when the bucket was not touched), spend counter after}.
+--       spend counter TTL seconds (0 = never expires), 1 if admission reserved budget else 0
+-- Returns {tpm remaining (-1 when the bucket was not touched), spend counter after (0 when a
+-- request that reserved nothing cost nothing: then the counter is not read)}.
 
 local request_id = ARGV[1]
 local tpm = tonumber(ARGV[2])
@@ -16,6 +17,7 @@ local estimated = tonumber(ARGV[3])
 local real = tonumber(ARGV[4])
 local cost = tonumber(ARGV[5])
 local spend_ttl = tonumber(ARGV[6])
+local had_reservation = ARGV[7] ~= '0'
 
 local RATE_TTL_MS = 120000
 
@@ -42,7 +44,7 @@ if tpm > 0 and delta ~= 0 then
   remaining = math.floor(tokens)
 end
 
-local reserved = tonumber(redis.call('HGET', KEYS[5], request_id))
+local reserved = had_reservation and tonumber(redis.call('HGET', KEYS[5], request_id))
 if reserved then
   redis.call('HDEL', KEYS[5], request_id)
   redis.call('ZREM', KEYS[4], request_id)
@@ -56,8 +58,10 @@ local spent
 if cost > 0 then
   spent = redis.call('INCRBY', KEYS[2], int(cost))
   if spend_ttl > 0 then redis.call('EXPIRE', KEYS[2], spend_ttl) end
-else
+elseif had_reservation then
   spent = tonumber(redis.call('GET', KEYS[2])) or 0
+else
+  spent = 0 -- not read: nobody asks for the spend of a request that cost nothing
 end
 
 return {remaining, spent}

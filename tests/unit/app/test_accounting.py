@@ -1,0 +1,167 @@
+"""app/accounting.py on a real Redis: the hot path's two round trips, and what they decide."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from app.accounting import Accounting, Ticket
+from app.config import load_config
+from app.domain import Identity, Operation, QuotaExceeded, RateLimited, ServiceUnavailable
+from app.keyspace import Keyspace
+from app.pricing import Price, PriceTable
+from app.routing.router import Route, Target, build_route
+from app.server.requests import decode_payload
+from tests.fakes.providers import FakeProvider
+from workers.embedded_redis import EmbeddedRedis
+
+CACHEABLE = b'{"model":"chat","messages":[{"role":"user","content":"hi"}],"temperature":0}'
+PLAIN = b'{"model":"chat","messages":[{"role":"user","content":"hi"}],"max_tokens":10}'
+
+
+class CountingPipeline(Pipeline):
+    """A real pipeline that counts its round trips (`execute` calls)."""
+
+    trips = 0
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        CountingPipeline.trips += 1
+        return await super().execute(raise_on_error)
+
+
+class CountingRedis(aioredis.Redis):
+    """A real client that counts single commands and hands out counting pipelines."""
+
+    singles = 0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        CountingRedis.singles += 1
+        return await super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        return CountingPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    embedded.start()
+    yield embedded
+    embedded.stop()
+
+
+def _config(tmp_path: Path, policy: str = "fail_open") -> Any:
+    path = tmp_path / "gandalf.yaml"
+    path.write_text(
+        f"rate_limits:\n  default_rpm: 0\n  default_tpm: 0\n  redis_failure: {policy}\n"
+    )
+    config, _ = load_config(path)
+    return config
+
+
+@pytest.fixture
+async def accounting(server: EmbeddedRedis, tmp_path: Path) -> AsyncIterator[Accounting]:
+    client = CountingRedis.from_url(server.url)
+    await client.flushall()
+    prices = PriceTable({"up": Price(input=0, output=1000)})
+    accounting = Accounting(client, Keyspace(), prices, _config(tmp_path))
+    await accounting.start()
+    CountingPipeline.trips = CountingRedis.singles = 0
+    yield accounting
+    await client.aclose()
+
+
+def _route() -> Route:
+    return build_route("chat", [Target(FakeProvider("p"), "up")], cache_ttl_s=60)
+
+
+def _identity(**limits: Any) -> Identity:
+    return Identity(key_id="k1", key_prefix="gnd_k1", **limits)
+
+
+async def _admit(accounting: Accounting, identity: Identity, body: bytes, rid: str) -> Ticket:
+    payload = decode_payload(Operation.CHAT, body)
+    return await accounting.admit(identity, payload, rid, _route(), bypass=False)
+
+
+async def test_a_limited_cacheable_request_costs_two_round_trips(accounting: Accounting) -> None:
+    identity = _identity(rpm_limit=100, tpm_limit=100_000, max_budget=10.0)
+    ticket = await _admit(accounting, identity, CACHEABLE, "r1")
+    assert ticket.admission is not None and ticket.cacheable and ticket.cached is None
+    accounting.settle(ticket, tokens=20, cost_nano=1000, store=b'{"id":"x"}')
+    await accounting.flush()
+    assert (CountingPipeline.trips, CountingRedis.singles) == (2, 0)
+
+    again = await _admit(accounting, identity, CACHEABLE, "r2")
+    assert again.cached == b'{"id":"x"}'
+    accounting.settle(again, tokens=0, cost_nano=0)
+    await accounting.flush()
+    assert (CountingPipeline.trips, CountingRedis.singles) == (4, 0)
+
+
+async def test_an_unlimited_uncacheable_request_costs_no_trip(accounting: Accounting) -> None:
+    ticket = await _admit(accounting, _identity(), PLAIN, "r1")
+    accounting.settle(ticket, tokens=20, cost_nano=1000)
+    await accounting.flush()
+    assert (CountingPipeline.trips, CountingRedis.singles) == (0, 0)
+
+
+async def test_refusals_raise_the_errors_with_headers(accounting: Accounting) -> None:
+    identity = _identity(rpm_limit=1)
+    await _admit(accounting, identity, PLAIN, "r1")
+    with pytest.raises(RateLimited) as refused:
+        await _admit(accounting, identity, PLAIN, "r2")
+    headers = dict(refused.value.headers)
+    assert headers[b"x-ratelimit-limit-requests"] == b"1"
+    assert headers[b"x-ratelimit-remaining-requests"] == b"0"
+    assert int(headers[b"retry-after"]) >= 1
+
+
+async def test_the_budget_reserves_the_longest_answer(accounting: Accounting) -> None:
+    # 10 output tokens at 1000 USD per million = 0.01 USD; a budget of 0.025 fits two
+    identity = _identity(max_budget=0.025)
+    first = await _admit(accounting, identity, PLAIN, "r1")
+    await _admit(accounting, identity, PLAIN, "r2")
+    with pytest.raises(QuotaExceeded):
+        await _admit(accounting, identity, PLAIN, "r3")
+    accounting.settle(first, tokens=5, cost_nano=5_000_000)
+    await accounting.flush()  # used half: 0.005 back
+    await _admit(accounting, identity, PLAIN, "r4")
+
+
+async def test_fail_open_and_fail_closed(tmp_path: Path) -> None:
+    dead = aioredis.Redis.from_url(f"unix://{tmp_path}/nothing.sock")
+    prices = PriceTable({})
+    identity = _identity(rpm_limit=1)
+    payload = decode_payload(Operation.CHAT, CACHEABLE)
+    open_ = Accounting(dead, Keyspace(), prices, _config(tmp_path))
+    ticket = await open_.admit(identity, payload, "r1", _route(), bypass=False)
+    assert ticket.admission is None and not ticket.cacheable  # served without limits or cache
+    open_.settle(ticket, tokens=1, cost_nano=1)
+    await open_.flush()  # nothing to do, and no error
+    closed = Accounting(dead, Keyspace(), prices, _config(tmp_path, "fail_closed"))
+    with pytest.raises(ServiceUnavailable, match="rate limiting is unavailable"):
+        await closed.admit(identity, payload, "r1", _route(), bypass=False)
+    await dead.aclose()
+
+
+async def test_queued_settlements_share_one_round_trip(accounting: Accounting) -> None:
+    identity = _identity(tpm_limit=300)  # refills 5 tokens a second: nothing in this test
+    tickets = [await _admit(accounting, identity, PLAIN, f"r{i}") for i in range(10)]
+    assert CountingPipeline.trips == 10
+    for ticket in tickets:
+        accounting.settle(ticket, tokens=ticket.tokens + 5, cost_nano=0)
+    await accounting.flush()
+    assert CountingPipeline.trips == 11
+    # each request was charged its 5 extra tokens when the batch settled
+    final = await _admit(accounting, identity, PLAIN, "last")
+    assert final.admission is not None
+    assert tickets[0].tokens == 15
+    assert final.admission.tpm_remaining in (300 - 11 * 15 - 50, 300 - 11 * 15 - 50 + 1)
