@@ -37,7 +37,9 @@ class StreamMeter:
 
     def see(self, frames: bytes) -> bytes:
         """Record what `frames` hold; return what the client should get."""
-        self.chunks += frames.count(b"data:")
+        # events start at the frames' start or after a blank line; JSON text never holds a
+        # raw newline, so "data:" inside a chunk's content is not counted
+        self.chunks += frames.count(b"\n\ndata:") + frames.startswith(b"data:")
         if self.assembler is not None:
             self.assembler.feed(frames)
         if b'"usage"' not in frames:

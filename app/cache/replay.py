@@ -20,6 +20,7 @@ _encode = msgspec.json.encode
 class _Message(msgspec.Struct):
     role: str = "assistant"
     content: str | None = None
+    tool_calls: list[dict[str, msgspec.Raw]] | None = None
 
 
 class _Choice(msgspec.Struct):
@@ -79,7 +80,13 @@ def replay_as_sse(body: bytes, include_usage: bool) -> bytes | None:
         head["system_fingerprint"] = done.system_fingerprint
     frames = []
     for choice in done.choices:
-        delta = {"role": choice.message.role, "content": choice.message.content or ""}
+        message = choice.message
+        delta: dict[str, object] = {"role": message.role, "content": message.content or ""}
+        if message.tool_calls:
+            # a stream names each call's position; one delta may carry whole calls
+            delta["tool_calls"] = [
+                {"index": i, **call} for i, call in enumerate(message.tool_calls)
+            ]
         frames.append(_frame({**head, "choices": [{"index": choice.index, "delta": delta}]}))
         frames.append(
             _frame(
@@ -125,7 +132,10 @@ class StreamAssembler:
         except msgspec.DecodeError:
             self.broken = True
             return
-        self._chunk = self._chunk or chunk
+        if self._chunk is None or (chunk.choices and not self._chunk.choices):
+            # the first chunk that answers: Azure opens with a `prompt_filter_results` chunk
+            # whose id and model are empty
+            self._chunk = chunk
         if chunk.usage is not None:
             self._usage = chunk.usage
         for choice in chunk.choices:

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+import msgspec
 import structlog
 import uuid_utils
 from litestar import asgi
@@ -28,7 +29,6 @@ from app.domain import (
     MethodNotAllowed,
     Operation,
     Payload,
-    ServiceUnavailable,
     StreamBroken,
 )
 from app.metering import StreamMeter
@@ -156,13 +156,18 @@ class OpenAIApi:
             model = payload.model
             route = state.gateway.resolve(identity, payload)
             ticket = await self._admit(identity, payload, rid, route, scope)
+            answer = _cached_answer(ticket, payload)
             if ticket is not None:
                 extra += ticket.headers()
                 if ticket.cacheable:
-                    extra.append((b"x-cache", b"HIT" if ticket.cached is not None else b"MISS"))
-            if ticket is not None and ticket.cached is not None:
+                    extra.append((b"x-cache", b"HIT" if answer is not None else b"MISS"))
+            if ticket is not None and answer is not None:
                 provider = "cache"
-                await self._answer_from_cache(ticket, payload, send, extra)
+                content_type = b"text/event-stream" if payload.stream else JSON
+                headers = [*SSE_EXTRA, *extra] if payload.stream else extra
+                await respond(send, 200, answer, content_type, headers)
+                if state.accounting is not None:  # a request (its RPM token), nothing more
+                    state.accounting.settle(ticket, tokens=0, cost_nano=0)
             elif payload.stream and operation is not Operation.EMBEDDINGS:
                 status, provider = await self._stream(
                     route, payload, receive, send, extra, ticket=ticket
@@ -221,27 +226,6 @@ class OpenAIApi:
                 store=reply.body,
             )
         return 200, target.provider.name
-
-    async def _answer_from_cache(
-        self, ticket: Ticket, payload: Payload, send: Send, extra: list[tuple[bytes, bytes]]
-    ) -> None:
-        """A cached answer: as it was stored, or replayed as SSE for a streamed request.
-
-        It costs the key an RPM token (it is a request) and nothing else.
-        """
-        cached = ticket.cached
-        assert cached is not None  # noqa: S101 - the caller checked
-        if payload.stream:
-            options = payload.fields.get("stream_options")
-            include_usage = options is not None and b"include_usage" in bytes(options)
-            stream = replay_as_sse(cached, include_usage)
-            if stream is None:
-                raise ServiceUnavailable("the cached answer is unreadable; retry with no-cache")
-            await respond(send, 200, stream, b"text/event-stream", [*SSE_EXTRA, *extra])
-        else:
-            await respond(send, 200, cached, JSON, extra)
-        if self._state.accounting is not None:
-            self._state.accounting.settle(ticket, tokens=0, cost_nano=0)
 
     async def _stream(
         self,
@@ -342,6 +326,37 @@ class OpenAIApi:
         except GatewayError as exc:
             status, error, content_type = render(exc)
             await respond(send, status, error, content_type, extra)
+
+
+def _cached_answer(ticket: Ticket | None, payload: Payload) -> bytes | None:
+    """The cached answer in the shape the client asked for; None to ask the upstream.
+
+    A streamed request gets the stored completion replayed as SSE; a stored answer that
+    cannot be replayed is treated as a miss rather than an error.
+    """
+    if ticket is None or ticket.cached is None:
+        return None
+    if not payload.stream:
+        return ticket.cached
+    return replay_as_sse(ticket.cached, _wants_usage(payload))
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+_decode_stream_options = msgspec.json.Decoder(_StreamOptions).decode
+
+
+def _wants_usage(payload: Payload) -> bool:
+    """Whether the client asked for the usage chunk (`stream_options.include_usage: true`)."""
+    options = payload.fields.get("stream_options")
+    if options is None:
+        return False
+    try:
+        return _decode_stream_options(options).include_usage
+    except msgspec.DecodeError:
+        return False
 
 
 async def _pump(events: AsyncIterator[bytes], writer: SseWriter, meter: StreamMeter) -> int:

@@ -104,11 +104,17 @@ def decode_payload(operation: Operation, body: bytes) -> Payload:
         model=view.model,
         stream=bool(getattr(view, "stream", False)),
         input_tokens=_estimate(operation, view, fields),
-        max_output_tokens=getattr(view, "max_completion_tokens", None) or view.max_tokens
-        if not isinstance(view, EmbeddingRequest)
-        else None,
+        max_output_tokens=_max_output(view),
         cache=_cacheable(view, fields) if isinstance(view, ChatRequest) else None,
     )
+
+
+def _max_output(view: ChatRequest | CompletionRequest | EmbeddingRequest) -> int | None:
+    """`max_completion_tokens`, else `max_tokens`, else None (embeddings answer no tokens)."""
+    if isinstance(view, EmbeddingRequest):
+        return None
+    newer = getattr(view, "max_completion_tokens", None)
+    return newer if newer is not None else view.max_tokens
 
 
 def _estimate(

@@ -109,13 +109,6 @@ def test_chunks_are_counted(groups: list[bytes], chunks: int) -> None:
     assert meter.chunks == chunks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        'see() counts the substring "data:" in the frames, so text that contains "data:" '
-        "adds phantom chunks to the fallback usage"
-    ),
-)
 def test_data_colon_inside_the_text_is_not_counted_as_a_chunk() -> None:
     meter = StreamMeter(strip_usage=True, assemble=False)
     meter.see(_delta(b'{"content":"data: 1, data: 2"}'))

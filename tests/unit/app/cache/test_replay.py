@@ -80,14 +80,6 @@ def test_an_unreadable_body_replays_as_none(body: bytes) -> None:
     assert replay_as_sse(body, include_usage=True) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "replay_as_sse reads only role and content: a cached tool-call answer (stored by a "
-        "non-streamed request; `stream` is not in the key) replays to a streamed request "
-        "with no tool_calls and empty content"
-    ),
-)
 def test_replay_of_a_tool_call_answer_keeps_the_tool_calls() -> None:
     call = {
         "id": "call_1",
@@ -243,14 +235,6 @@ def test_invalid_json_breaks_the_assembler(bad: bytes) -> None:
     assert assembler.body() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the assembler takes id and model from the first chunk; Azure OpenAI opens a stream "
-        'with a prompt_filter_results chunk whose id and model are "", so the cached body '
-        "has an empty id and model"
-    ),
-)
 def test_an_azure_prompt_filter_chunk_does_not_blank_the_id_and_model() -> None:
     filter_chunk = (
         b'data: {"choices":[],"created":0,"id":"","model":"","object":"",'

@@ -116,6 +116,7 @@ def test_input_tokens_are_estimated_from_the_raw_input(
         (Operation.CHAT, _chat(b',"max_completion_tokens":50'), 50),
         (Operation.CHAT, _chat(b',"max_tokens":100,"max_completion_tokens":50'), 50),
         (Operation.CHAT, _chat(b',"max_completion_tokens":200,"max_tokens":100'), 200),
+        (Operation.CHAT, _chat(b',"max_completion_tokens":0,"max_tokens":100'), 0),
         (Operation.COMPLETIONS, b'{"model":"m","prompt":"x"}', None),
         (Operation.COMPLETIONS, b'{"model":"m","prompt":"x","max_tokens":7}', 7),
         (Operation.EMBEDDINGS, b'{"model":"e","input":"x"}', None),
