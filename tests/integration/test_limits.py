@@ -25,6 +25,9 @@ BUDGET_KEY = "gnd_limits-budget-key-0000000000000000000000000"
 CACHE_KEY = "gnd_limits-cache-key-00000000000000000000000000"
 OTHER_CACHE_KEY = "gnd_limits-cache-key-2-000000000000000000000000"
 TRIPS_KEY = "gnd_limits-trips-key-0000000000000000000000000"
+STREAM_KEY = "gnd_limits-stream-key-000000000000000000000000"
+CUT_KEY = "gnd_limits-cut-key-00000000000000000000000000000"
+FAILING_KEY = "gnd_limits-failing-key-0000000000000000000000000"
 # `[{"role":"user","content":"hello"}]` is 35 bytes: ceil(35 / 4) + 4 per message + 3 = 16
 # tokens estimated. The fake answers "hello" with 5 // 4 + 1 = 2 prompt tokens; told to send
 # 14 completion tokens it uses exactly the 16 estimated, so nothing is refunded or charged
@@ -40,11 +43,14 @@ def _limits_config(config: dict[str, Any]) -> None:
     config["server"]["workers"] = 4
     config["providers"][0]["models"] = ["m1", "up-tpm", "up-budget"]
     config["routes"] += [
+        {"model_alias": "streamy", "targets": [{"provider": "fake", "model": "up-streamy"}]},
+        {"model_alias": "failing", "targets": [{"provider": "fake", "model": "up-failing"}]},
         {"model_alias": "tpm", "targets": [{"provider": "fake", "model": "up-tpm"}]},
         {"model_alias": "budget", "targets": [{"provider": "fake", "model": "up-budget"}]},
         {"model_alias": "cached", "targets": [{"provider": "fake", "model": "up-cached"}]},
     ]
-    config["pricing"] = {"models": {"up-budget": {"input": 0, "output": 1000}}}
+    price = {"input": 0, "output": 1000}
+    config["pricing"] = {"models": {"up-budget": price, "up-failing": price}}
     budget = round(BUDGET_REQUESTS * 14 * PRICE_PER_OUTPUT_TOKEN, 6)
     config["keys"] += [
         {"name": "rpm", "key": RPM_KEY, "rpm_limit": 50},
@@ -53,6 +59,9 @@ def _limits_config(config: dict[str, Any]) -> None:
         {"name": "cache", "key": CACHE_KEY},
         {"name": "cache-2", "key": OTHER_CACHE_KEY},
         {"name": "trips", "key": TRIPS_KEY, "rpm_limit": 100_000, "tpm_limit": 10_000_000},
+        {"name": "stream", "key": STREAM_KEY, "tpm_limit": 600},
+        {"name": "cut", "key": CUT_KEY, "tpm_limit": 600},
+        {"name": "failing", "key": FAILING_KEY, "max_budget": round(2 * 14 * 0.001, 6)},
     ]
 
 
@@ -164,6 +173,15 @@ def _chat(client: openai.OpenAI, content: str, **extra: Any) -> Any:
     )
 
 
+def _stored(client: openai.OpenAI, content: str) -> None:
+    """Wait until the answer to `content` is in the cache: it is stored right after the
+    answer is sent (with the settlement), so the very next request may still miss."""
+    deadline = time.monotonic() + 2
+    while _chat(client, content).headers["x-cache"] != "HIT":
+        assert time.monotonic() < deadline, "the answer was never cached"
+        time.sleep(0.01)
+
+
 def test_a_cached_answer_is_served_by_any_worker_plain_and_streamed(
     limited: Gateway, upstream: FakeUpstream
 ) -> None:
@@ -171,6 +189,7 @@ def test_a_cached_answer_is_served_by_any_worker_plain_and_streamed(
     first = _chat(client, "what is cached?")
     assert first.headers["x-cache"] == "MISS"
     text = first.parse().choices[0].message.content
+    _stored(client, "what is cached?")
     seen = upstream.stats()["requests"].get("POST /v1/chat/completions up-cached", 0)
     for _ in range(6):  # new connections: several workers answer
         fresh = openai.OpenAI(base_url=limited.url, api_key=CACHE_KEY, max_retries=0)
@@ -195,6 +214,7 @@ def test_a_streamed_answer_is_cached_for_plain_requests(limited: Gateway) -> Non
     chunks = list(streamed.parse())
     assert all(c.choices for c in chunks)  # the usage chunk the gateway asked for is removed
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    _stored(client, "stream me once")
     plain = _chat(client, "stream me once")
     assert plain.headers["x-cache"] == "HIT"
     assert plain.parse().choices[0].message.content == text
@@ -203,14 +223,16 @@ def test_a_streamed_answer_is_cached_for_plain_requests(limited: Gateway) -> Non
 def test_no_cache_bypasses_and_purge_empties(limited: Gateway, upstream: FakeUpstream) -> None:
     client = openai.OpenAI(base_url=limited.url, api_key=CACHE_KEY, max_retries=0)
     _chat(client, "purge me")
-    assert _chat(client, "purge me").headers["x-cache"] == "HIT"
+    _stored(client, "purge me")
     bypass = _chat(client, "purge me", extra_headers={"cache-control": "no-cache"})
     assert bypass.headers["x-cache"] == "MISS"
+    _stored(client, "purge me")  # the bypass refreshed the entry
 
     assert admin_call(limited, "POST", "/cache/purge?model=other-model").status_code == 204
     assert _chat(client, "purge me").headers["x-cache"] == "HIT"
     assert admin_call(limited, "POST", "/cache/purge", {"model": "cached"}).status_code == 204
     assert _chat(client, "purge me").headers["x-cache"] == "MISS"
+    _stored(client, "purge me")  # stored again by that miss, before the next purge
     assert admin_call(limited, "POST", "/cache/purge").status_code == 204
     assert _chat(client, "purge me").headers["x-cache"] == "MISS"
     bad = admin_call(limited, "POST", "/cache/purge", {"models": ["x"]})
@@ -313,3 +335,63 @@ def test_each_request_runs_one_admission_and_one_settlement(limited: Gateway) ->
         assert "cmdstat_eval" not in stats and "cmdstat_script|load" not in stats
     finally:
         client.close()
+
+
+def _remaining_tokens(gateway: Gateway, key: str) -> int:
+    """Remaining TPM after one more 16-token request (after the settlements have landed)."""
+    time.sleep(0.1)  # settlements leave in batches every 2 ms
+    answer = _status(gateway, key)
+    assert answer.status_code == 200
+    return int(answer.headers["x-ratelimit-remaining-tokens"])
+
+
+def test_a_stream_is_settled_on_its_usage(limited: Gateway, upstream: FakeUpstream) -> None:
+    upstream.set_behaviour(model="up-streamy", chunks=200)
+    client = openai.OpenAI(base_url=limited.url, api_key=STREAM_KEY, max_retries=0)
+    stream = client.chat.completions.create(
+        model="streamy", messages=[{"role": "user", "content": "hello"}], stream=True
+    )
+    chunks = list(stream)
+    assert all(c.choices for c in chunks)  # the usage chunk the client did not ask for is gone
+    # 600 - (2 prompt + 200 completion) - 16 for the next request, plus a few refilled
+    assert 382 <= _remaining_tokens(limited, STREAM_KEY) <= 382 + 20
+
+
+def test_a_stream_the_client_abandons_is_settled_on_what_it_received(
+    limited: Gateway, upstream: FakeUpstream
+) -> None:
+    upstream.set_behaviour(model="up-streamy", chunks=400, chunk_delay_ms=5)
+    body = HELLO % (b"streamy", b',"stream":true')
+    headers = {"authorization": f"Bearer {CUT_KEY}", "content-type": "application/json"}
+    received = 0
+    with httpx.stream(
+        "POST", f"{limited.url}/chat/completions", content=body, headers=headers, timeout=10
+    ) as response:
+        for line in response.iter_lines():
+            received += line.startswith("data:")
+            if received == 40:
+                break
+    remaining = _remaining_tokens(limited, CUT_KEY)
+    # estimate only (the gateway charging nothing more) would leave 600 - 16 - 16 = 568;
+    # the 40+ chunks sent are charged on top, and a few seconds refill 10 tokens a second
+    assert remaining <= 568 - 40 + 20, remaining
+    assert remaining >= 600 - 16 - 400 - 16, remaining  # never the whole unsent stream
+
+
+def test_failed_requests_give_their_budget_back(limited: Gateway, upstream: FakeUpstream) -> None:
+    upstream.set_behaviour(model="up-failing", status=500, times=5)
+    body = HELLO % (b"failing", b',"max_tokens":14')
+    headers = {"authorization": f"Bearer {FAILING_KEY}", "content-type": "application/json"}
+    failed = [
+        httpx.post(f"{limited.url}/chat/completions", content=body, headers=headers)
+        for _ in range(5)
+    ]
+    assert {f.status_code for f in failed} == {502}
+    upstream.set_behaviour(model="up-failing", chunks=14)
+    statuses = []
+    for _ in range(3):
+        time.sleep(0.05)  # the previous settlement has landed
+        statuses.append(
+            httpx.post(f"{limited.url}/chat/completions", content=body, headers=headers).status_code
+        )
+    assert statuses == [200, 200, 429]  # the budget of two requests was all still there
