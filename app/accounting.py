@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import structlog
 from redis.exceptions import RedisError
 
@@ -32,6 +33,7 @@ from app.domain import (
     RateLimited,
     ServiceUnavailable,
     Usage,
+    UsageEvent,
 )
 from app.keyspace import Keyspace
 from app.limits.limiter import Admission, Client, Limiter, Limits, spend_period, spend_ttl
@@ -39,6 +41,7 @@ from app.pricing import PriceTable
 from app.routing.router import Route
 
 log = structlog.get_logger("gandalf.accounting")
+_encode_event = msgspec.json.Encoder().encode
 
 REDIS_ERRORS = (RedisError, OSError)
 """Anything Redis can raise: unreachable, timed out, or refusing (out of memory, readonly)."""
@@ -58,17 +61,23 @@ class Ticket:
         "cache_ttl",
         "cached",
         "cost_nano",
+        "identity",
         "key_id",
         "limits",
+        "model",
         "period",
         "request_id",
+        "started",
         "tokens",
     )
 
-    def __init__(self, key_id: str, request_id: str, limits: Limits) -> None:
-        self.key_id = key_id
+    def __init__(self, identity: Identity, model: str, request_id: str, limits: Limits) -> None:
+        self.identity = identity
+        self.key_id = identity.key_id
+        self.model = model
         self.request_id = request_id
         self.limits = limits
+        self.started = time.time()
         self.tokens = 0
         self.cost_nano = 0
         self.period = ""
@@ -108,7 +117,7 @@ class Accounting:
         self._cache_ttl = int(cache.default_ttl)
         self.max_entry_bytes = cache.max_entry_bytes
         self._last_warning = 0.0
-        self._settlements: list[tuple[Ticket, int, int, bytes | None]] = []
+        self._settlements: list[tuple[Ticket, int, int, bytes | None, UsageEvent | None]] = []
         self._period_day = -1
         self._periods: dict[str, str] = {}
         self._wake: asyncio.Event | None = None
@@ -138,7 +147,7 @@ class Accounting:
             QuotaExceeded: the budget of the period is spent (429).
             ServiceUnavailable: Redis is unreachable and the policy is `fail_closed`.
         """
-        ticket = Ticket(identity.key_id, request_id, self.limits_of(identity))
+        ticket = Ticket(identity, payload.model, request_id, self.limits_of(identity))
         limited = ticket.limits.rpm or ticket.limits.tpm or ticket.limits.budget_nano
         if self._cache_on and payload.cache is not None:
             scope = f"org:{identity.org_id}" if self._cache_by_org else identity.key_id
@@ -210,10 +219,57 @@ class Accounting:
         models = {target.model for group in route.groups for target in group} or {payload.model}
         return max(self.prices.cost_nano(m, payload.input_tokens, output) for m in models)
 
-    def cost_of(self, model: str, usage: Usage | None) -> int:
-        if usage is None:
-            return 0
-        return self.prices.cost_nano(model, usage.prompt_tokens, usage.completion_tokens)
+    def finish(
+        self,
+        ticket: Ticket,
+        *,
+        status: int,
+        provider: str = "",
+        upstream_model: str = "",
+        usage: Usage | None = None,
+        estimated: bool = False,
+        cached: bool = False,
+        ttft_ms: int | None = None,
+        store: bytes | None = None,
+    ) -> None:
+        """The request is over: settle its limits, record its usage, cache its answer.
+
+        `usage` is what the upstream reported (or the gateway counted: `estimated`), or None:
+        a successful answer without usage is charged its estimate (and recorded as
+        estimated); a failure costs nothing. A cache hit costs nothing either. Queued, not
+        awaited (see `run_settlements`).
+        """
+        if cached or (usage is None and status != 200):
+            usage, cost = Usage(), 0
+        else:
+            if usage is None:
+                usage = Usage(prompt_tokens=ticket.tokens, total_tokens=ticket.tokens)
+                estimated = True
+            cost = self.prices.cost_nano(
+                upstream_model or ticket.model, usage.prompt_tokens, usage.completion_tokens
+            )
+        identity = ticket.identity
+        event = UsageEvent(
+            request_id=ticket.request_id,
+            key_id=identity.key_id,
+            org_id=identity.org_id,
+            team_id=identity.team_id,
+            user_id=identity.user_id,
+            model=ticket.model,
+            upstream_model=upstream_model,
+            provider="cache" if cached else provider,
+            created_ms=int(ticket.started * 1000),
+            status=status,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_nano=cost,
+            price_version=self.prices.version,
+            latency_ms=int((time.time() - ticket.started) * 1000),
+            ttft_ms=ttft_ms,
+            cached=cached,
+            estimated=estimated,
+        )
+        self.settle(ticket, tokens=usage.total_tokens, cost_nano=cost, store=store, event=event)
 
     def settle(
         self,
@@ -222,8 +278,9 @@ class Accounting:
         tokens: int,
         cost_nano: int,
         store: bytes | None = None,
+        event: UsageEvent | None = None,
     ) -> None:
-        """Charge what the request really used and cache its answer.
+        """Queue what the request used, its answer for the cache and its usage event.
 
         Queued, not awaited: the client has its answer already, and the settlements of all
         requests that finish within `SETTLE_DELAY` leave together, in one round trip (under
@@ -233,9 +290,9 @@ class Accounting:
         store = store if ticket.cache_key is not None and store is not None else None
         if store is not None and len(store) > self.max_entry_bytes:
             store = None
-        if ticket.admission is None and store is None:
+        if ticket.admission is None and store is None and event is None:
             return
-        self._settlements.append((ticket, tokens, cost_nano, store))
+        self._settlements.append((ticket, tokens, cost_nano, store, event))
         if self._wake is not None and not self._wake.is_set():
             self._wake.set()
 
@@ -258,9 +315,10 @@ class Accounting:
             return
         now = datetime.now(UTC)
         ttls: dict[str, int] = {}
+        stream = self._keyspace.usage_stream
 
         def queue(pipe: Any) -> None:
-            for ticket, tokens, cost_nano, store in batch:
+            for ticket, tokens, cost_nano, store, event in batch:
                 if ticket.admission is not None:
                     ttl = ttls.get(ticket.period)
                     if ttl is None:
@@ -279,6 +337,9 @@ class Accounting:
                     )
                 if store is not None:
                     pipe.set(ticket.cache_key, store, ex=max(1, ticket.cache_ttl))
+                if event is not None:
+                    # never trimmed here: an event is deleted once the recorder stored it
+                    pipe.execute_command("XADD", stream, "*", "e", _encode_event(event))
 
         try:
             results = await self._run(queue)

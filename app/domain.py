@@ -241,6 +241,42 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     total_tokens: int = 0
 
 
+class UsageEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One request that reached an upstream or the cache.
+
+    Workers append it to the usage stream (JSON in the field `e` of each entry); the control
+    plane's recorder stores it.
+    """
+
+    request_id: str
+    key_id: str
+    org_id: str
+    model: str
+    """The alias as the client requested it."""
+    created_ms: int
+    """When the request arrived, Unix epoch milliseconds (UTC)."""
+    status: int
+    """The status the client got (499 when it went away)."""
+    user_id: str = ""
+    team_id: str = ""
+    upstream_model: str = ""
+    provider: str = ""
+    """The provider instance that answered; `cache` for a cache hit."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_nano: int = 0
+    """Cost in nano-USD (integer, so sums are exact)."""
+    price_version: str = ""
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    """Time to the first streamed byte, for streams."""
+    cached: bool = False
+    """Answered from the response cache."""
+    estimated: bool = False
+    """The tokens were counted by the gateway (no usage from the provider)."""
+
+
 class CacheRequest(msgspec.Struct, frozen=True, kw_only=True):
     """What makes a chat request cacheable: Gandalf's rules, decided once at decode time."""
 

@@ -62,6 +62,18 @@ class Keyspace:
         return f"{self.limits(key_id)}:reserved"
 
     @property
+    def usage_stream(self) -> str:
+        """Stream: one entry per request (field `e`: a `UsageEvent` as JSON).
+
+        The control plane's recorder reads it through the consumer group `usage_group`.
+        """
+        return f"{self.prefix}:usage"
+
+    @property
+    def usage_group(self) -> str:
+        return "recorder"
+
+    @property
     def cache_prefix(self) -> str:
         """Start of every response-cache key (`SCAN MATCH <prefix>*` finds them all)."""
         return f"{self.prefix}:cache:"

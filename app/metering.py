@@ -10,6 +10,8 @@ the client, one token each, which is how OpenAI streams text.
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 
 from app.cache.replay import StreamAssembler
@@ -27,16 +29,20 @@ _decode_usage_chunk = msgspec.json.Decoder(_UsageChunk).decode
 class StreamMeter:
     """Watches the frames going to the client: usage, chunk count, and the cache copy."""
 
-    __slots__ = ("assembler", "chunks", "strip_usage", "usage")
+    __slots__ = ("assembler", "chunks", "first_at", "strip_usage", "usage")
 
     def __init__(self, *, strip_usage: bool, assemble: bool) -> None:
         self.strip_usage = strip_usage
         self.usage: Usage | None = None
         self.chunks = 0
+        self.first_at: float | None = None
+        """Wall-clock time of the first frame (for time to first token)."""
         self.assembler = StreamAssembler() if assemble else None
 
     def see(self, frames: bytes) -> bytes:
         """Record what `frames` hold; return what the client should get."""
+        if self.first_at is None:
+            self.first_at = time.time()
         # events start at the frames' start or after a blank line; JSON text never holds a
         # raw newline, so "data:" inside a chunk's content is not counted
         self.chunks += frames.count(b"\n\ndata:") + frames.startswith(b"data:")
@@ -60,6 +66,10 @@ class StreamMeter:
                         continue
             kept.append(event + b"\n\n")
         return b"".join(kept)
+
+    def ttft_ms(self, started: float) -> int | None:
+        """Milliseconds from `started` (wall clock) to the first frame; None if none came."""
+        return None if self.first_at is None else int((self.first_at - started) * 1000)
 
     def used(self, input_estimate: int) -> Usage:
         """The upstream's usage, or the estimate for a stream that ended without one."""

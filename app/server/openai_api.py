@@ -167,7 +167,7 @@ class OpenAIApi:
                 headers = [*SSE_EXTRA, *extra] if payload.stream else extra
                 await respond(send, 200, answer, content_type, headers)
                 if state.accounting is not None:  # a request (its RPM token), nothing more
-                    state.accounting.settle(ticket, tokens=0, cost_nano=0)
+                    state.accounting.finish(ticket, status=200, cached=True)
             elif payload.stream and operation is not Operation.EMBEDDINGS:
                 status, provider = await self._stream(
                     route, payload, receive, send, extra, ticket=ticket
@@ -212,17 +212,20 @@ class OpenAIApi:
         accounting = self._state.accounting
         try:
             target, reply = await self._state.gateway.complete(route, payload)
-        except GatewayError:
+        except GatewayError as exc:
             if ticket is not None and accounting is not None:
-                accounting.settle(ticket, tokens=0, cost_nano=0)
+                accounting.finish(
+                    ticket, status=exc.http_status, provider=getattr(exc, "provider", "")
+                )
             raise
         await respond(send, 200, reply.body, JSON, extra)
         if ticket is not None and accounting is not None:
-            usage = reply.usage
-            accounting.settle(
+            accounting.finish(
                 ticket,
-                tokens=usage.total_tokens if usage is not None else ticket.tokens,
-                cost_nano=accounting.cost_of(target.model, usage),
+                status=200,
+                provider=target.provider.name,
+                upstream_model=target.model,
+                usage=reply.usage,
                 store=reply.body,
             )
         return 200, target.provider.name
@@ -274,9 +277,13 @@ class OpenAIApi:
                         ticker.cancel()
             except* ClientDisconnected:
                 gone = True
-        await self._settle_stream(
-            ticket, meter, payload, model, complete=not gone and (failure is None and status == 200)
-        )
+        if gone:
+            final = CLIENT_CLOSED
+        elif failure is not None:
+            final = failure.http_status
+        else:
+            final = status
+        self._settle_stream(ticket, meter, payload, provider=provider, model=model, status=final)
         if gone:
             return CLIENT_CLOSED, provider
         if failure is not None:
@@ -287,29 +294,34 @@ class OpenAIApi:
             return failure.http_status, getattr(failure, "provider", provider)
         return status, provider
 
-    async def _settle_stream(
+    def _settle_stream(
         self,
         ticket: Ticket | None,
         meter: StreamMeter,
         payload: Payload,
-        model: str,
         *,
-        complete: bool,
+        provider: str,
+        model: str,
+        status: int,
     ) -> None:
         """Settle on the usage chunk, or on the chunks sent; a stream never opened cost 0."""
         accounting = self._state.accounting
         if ticket is None or accounting is None:
             return
-        if not model:
-            accounting.settle(ticket, tokens=0, cost_nano=0)
+        if not model:  # no upstream stream opened: the failure was the answer
+            accounting.finish(ticket, status=status, provider=provider)
             return
         usage = meter.used(payload.input_tokens)
-        assembled = meter.assembler.body() if meter.assembler is not None and complete else None
-        accounting.settle(
+        complete = status == 200
+        accounting.finish(
             ticket,
-            tokens=usage.total_tokens,
-            cost_nano=accounting.cost_of(model, usage),
-            store=assembled,
+            status=status,
+            provider=provider,
+            upstream_model=model,
+            usage=usage,
+            estimated=meter.usage is None,
+            ttft_ms=meter.ttft_ms(ticket.started),
+            store=meter.assembler.body() if meter.assembler is not None and complete else None,
         )
 
     async def models(self, scope: Scope, send: Send) -> None:

@@ -6,13 +6,22 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from app.accounting import Accounting, Ticket
 from app.config import load_config
-from app.domain import Identity, Operation, QuotaExceeded, RateLimited, ServiceUnavailable
+from app.domain import (
+    Identity,
+    Operation,
+    QuotaExceeded,
+    RateLimited,
+    ServiceUnavailable,
+    Usage,
+    UsageEvent,
+)
 from app.keyspace import Keyspace
 from app.pricing import Price, PriceTable
 from app.routing.router import Route, Target, build_route
@@ -165,3 +174,50 @@ async def test_queued_settlements_share_one_round_trip(accounting: Accounting) -
     assert final.admission is not None
     assert tickets[0].tokens == 15
     assert final.admission.tpm_remaining in (300 - 11 * 15 - 50, 300 - 11 * 15 - 50 + 1)
+
+
+async def _events(server: EmbeddedRedis) -> list[UsageEvent]:
+    async with aioredis.Redis.from_url(server.url) as client:
+        entries = await client.xrange(Keyspace().usage_stream)
+    return [msgspec.json.decode(fields[b"e"], type=UsageEvent) for _, fields in entries]
+
+
+async def test_every_finished_request_appends_one_usage_event(
+    accounting: Accounting, server: EmbeddedRedis
+) -> None:
+    identity = Identity(key_id="k9", key_prefix="gnd_k9", org_id="acme", team_id="t1")
+    answered = await _admit(accounting, identity, PLAIN, "answered")
+    accounting.finish(
+        answered,
+        status=200,
+        provider="p",
+        upstream_model="up",
+        usage=Usage(prompt_tokens=7, completion_tokens=10, total_tokens=17),
+    )
+    failed = await _admit(accounting, identity, PLAIN, "failed")
+    accounting.finish(failed, status=502, provider="p")
+    silent = await _admit(accounting, identity, PLAIN, "silent")
+    accounting.finish(silent, status=200, provider="p", upstream_model="up")
+    hit = await _admit(accounting, identity, CACHEABLE, "hit")
+    accounting.finish(hit, status=200, cached=True)
+    await accounting.flush()
+    # no limits: no admission trip; the cacheable one looked in the cache; one for all four
+    assert CountingPipeline.trips == 2
+
+    events = {e.request_id: e for e in await _events(server)}
+    assert set(events) == {"answered", "failed", "silent", "hit"}
+    ok = events["answered"]
+    assert (ok.key_id, ok.org_id, ok.team_id, ok.model, ok.upstream_model) == (
+        "k9",
+        "acme",
+        "t1",
+        "chat",
+        "up",
+    )
+    # 10 output tokens at 1000 USD per million, input free: 0.01 USD
+    assert (ok.prompt_tokens, ok.completion_tokens, ok.cost_nano) == (7, 10, 10_000_000)
+    assert not ok.estimated and not ok.cached and ok.status == 200
+    assert (events["failed"].status, events["failed"].cost_nano) == (502, 0)
+    assert events["silent"].estimated and events["silent"].prompt_tokens == failed.tokens
+    assert events["hit"].cached and events["hit"].provider == "cache"
+    assert events["hit"].cost_nano == 0
