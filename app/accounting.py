@@ -157,9 +157,9 @@ class Accounting:
             ttl = route.cache_ttl_s
             ticket.cache_ttl = min(ttl, self._cache_ttl) if ttl > 0 else self._cache_ttl
         lookup = ticket.cache_key is not None and not bypass
+        ticket.tokens = payload.input_tokens
         if not limited and not lookup:
             return ticket
-        ticket.tokens = payload.input_tokens
         ticket.period = self._period(identity.budget_period)
         if ticket.limits.budget_nano:
             ticket.cost_nano = self._estimated_cost(payload, route)

@@ -165,9 +165,11 @@ class OpenAIApi:
                 provider = "cache"
                 content_type = b"text/event-stream" if payload.stream else JSON
                 headers = [*SSE_EXTRA, *extra] if payload.stream else extra
-                await respond(send, 200, answer, content_type, headers)
-                if state.accounting is not None:  # a request (its RPM token), nothing more
-                    state.accounting.finish(ticket, status=200, cached=True)
+                try:
+                    await respond(send, 200, answer, content_type, headers)
+                finally:
+                    if state.accounting is not None:  # a request (its RPM token), no more
+                        state.accounting.finish(ticket, status=200, cached=True)
             elif payload.stream and operation is not Operation.EMBEDDINGS:
                 status, provider = await self._stream(
                     route, payload, receive, send, extra, ticket=ticket
@@ -199,7 +201,11 @@ class OpenAIApi:
             return None
         no_cache = header(scope, b"cache-control")
         bypass = no_cache is not None and b"no-cache" in no_cache.lower()
-        return await accounting.admit(identity, payload, rid.decode(), route, bypass=bypass)
+        # Usage and reservations need an id no other request has: a client may send the same
+        # X-Request-Id with every retry, and each retry is a call of its own.
+        given = header(scope, b"x-request-id") == rid
+        unique = str(uuid_utils.uuid7()) if given else rid.decode()
+        return await accounting.admit(identity, payload, unique, route, bypass=bypass)
 
     async def _complete(
         self,
@@ -209,25 +215,35 @@ class OpenAIApi:
         extra: list[tuple[bytes, bytes]],
         ticket: Ticket | None,
     ) -> tuple[int, str]:
-        accounting = self._state.accounting
+        accounting = self._state.accounting if ticket is not None else None
         try:
             target, reply = await self._state.gateway.complete(route, payload)
         except GatewayError as exc:
-            if ticket is not None and accounting is not None:
+            if accounting is not None and ticket is not None:
                 accounting.finish(
                     ticket, status=exc.http_status, provider=getattr(exc, "provider", "")
                 )
             raise
-        await respond(send, 200, reply.body, JSON, extra)
-        if ticket is not None and accounting is not None:
-            accounting.finish(
-                ticket,
-                status=200,
-                provider=target.provider.name,
-                upstream_model=target.model,
-                usage=reply.usage,
-                store=reply.body,
-            )
+        except asyncio.CancelledError:  # the client went away while the upstream worked
+            if accounting is not None and ticket is not None:
+                accounting.finish(ticket, status=CLIENT_CLOSED)
+            raise
+        status = 200
+        try:
+            await respond(send, 200, reply.body, JSON, extra)
+        except ClientDisconnected:
+            status = CLIENT_CLOSED  # the answer was paid for all the same
+            raise
+        finally:
+            if accounting is not None and ticket is not None:
+                accounting.finish(
+                    ticket,
+                    status=status,
+                    provider=target.provider.name,
+                    upstream_model=target.model,
+                    usage=reply.usage,
+                    store=reply.body if status == 200 else None,
+                )
         return 200, target.provider.name
 
     async def _stream(
