@@ -285,7 +285,7 @@ class Accounting:
         Queued, not awaited: the client has its answer already, and the settlements of all
         requests that finish within `SETTLE_DELAY` leave together, in one round trip (under
         load, dozens of requests share it). Never raises; a failure is logged, the
-        reservation then expires by itself and the spend is rebuilt from the usage records.
+        reservation then expires by itself.
         """
         store = store if ticket.cache_key is not None and store is not None else None
         if store is not None and len(store) > self.max_entry_bytes:

@@ -165,7 +165,13 @@ class UsageRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     upstream_model: str = ""
     provider_id: str = ""
     cached_tokens: int = 0
+    cost_nano: int = 0
+    """Cost in nano-USD: the exact figure, summed by rollups and budgets."""
     cost_usd: float = 0.0
+    """Gandalf's field, kept for its clients: written as `cost_nano / 1e9` at insert (a value
+    set here is not stored)."""
+    price_version: str = ""
+    """The price table that priced the request; empty when unknown."""
     ttft_ms: int | None = None
 
 
@@ -183,7 +189,10 @@ class Rollup(msgspec.Struct, kw_only=True):
     cached_tokens: int
     total_tokens: int
     cost_usd: float
+    """Gandalf's field: `cost_nano / 1e9`."""
     cached_count: int
+    cost_nano: int = 0
+    """Cost in nano-USD, exact."""
 
 
 class Pagination(msgspec.Struct):

@@ -1,12 +1,15 @@
 """Usage records and rollups: idempotent batch inserts, filtered listing, the summary.
 
 A usage event redelivered by the Redis stream has the same `request_id` and is ignored, so
-the recorder can insert then acknowledge without counting anything twice. Rollups are
-computed elsewhere (workers/rollups.py) and only stored and read here.
+the recorder can insert then acknowledge without counting anything twice. `insert_new_usage`
+says which rows were new, so that storage/rollups.py adds exactly those to the rollups.
+Costs are stored as exact nano-USD integers; `cost_usd` is derived from them.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,6 +24,9 @@ from storage.records import PERIODS, Rollup, UsageRecord, normalize_time
 _USAGE_COLUMNS = tuple(UsageRecord.__struct_fields__)
 _ROLLUP_COLUMNS = tuple(Rollup.__struct_fields__)
 _ROLLUP_KEY = ("org_id", "key_id", "model", "period", "bucket")
+NANO_PER_USD = 1_000_000_000
+_ROWS_PER_INSERT = 500
+"""Rows per INSERT statement (11,000 parameters; SQLite allows 32,766)."""
 
 
 class UsageFilters(msgspec.Struct, kw_only=True):
@@ -46,28 +52,60 @@ def insert_usage(conn: apsw.Connection, records: Iterable[UsageRecord]) -> int:
     Raises:
         InvalidValue: a malformed `created_at`, or a value the schema refuses.
     """
-    rows = [_usage_values(r) for r in records]
-    if not rows:
-        return 0
-    marks = ", ".join(f":{c}" for c in _USAGE_COLUMNS)
-    before = conn.total_changes()
-    # ON CONFLICT (request_id) rather than INSERT OR IGNORE: OR IGNORE would also drop rows
-    # that break a NOT NULL or CHECK constraint, silently losing usage.
+    return len(insert_new_usage(conn, records))
+
+
+def insert_new_usage(conn: apsw.Connection, records: Iterable[UsageRecord]) -> list[UsageRecord]:
+    """Insert a batch; returns the records actually inserted, as stored.
+
+    A record whose `request_id` is already stored, or appears earlier in the batch, is skipped
+    and not returned. The returned records have their `id` assigned, `created_at` in the stored
+    form and `cost_usd` set from `cost_nano`.
+
+    Raises:
+        InvalidValue: a malformed `created_at`, or a value the schema refuses.
+    """
+    stored = [_stored(r) for r in records]
+    if not stored:
+        return []
+    # Many rows per statement, not one statement per row: after the first statement of a
+    # transaction SQLite journals every page a statement changes (in a temp file past 64 KiB),
+    # so one row per statement wrote a shared index page once per row: 35 µs a row against
+    # 23 µs (100,000 rows in batches of 1,000 with 3 secondary indexes).
+    inserted: set[str] = set()
     with constraint_errors("usage record"):
-        conn.executemany(
-            f"INSERT INTO usage_records ({', '.join(_USAGE_COLUMNS)}) VALUES ({marks}) "  # noqa: S608
-            "ON CONFLICT (request_id) DO NOTHING",
-            rows,
-        )
-    return conn.total_changes() - before
+        for start in range(0, len(stored), _ROWS_PER_INSERT):
+            chunk = stored[start : start + _ROWS_PER_INSERT]
+            values = list(itertools.chain.from_iterable(map(msgspec.structs.astuple, chunk)))
+            inserted.update(row[0] for row in conn.execute(_insert_sql(len(chunk)), values))
+    fresh: list[UsageRecord] = []
+    for record in stored:
+        if record.request_id in inserted:
+            inserted.discard(record.request_id)  # only its first copy in the batch went in
+            fresh.append(record)
+    return fresh
 
 
-def _usage_values(record: UsageRecord) -> dict[str, Any]:
-    values = msgspec.structs.asdict(record)
-    values["id"] = record.id or str(uuid_utils.uuid7())
-    values["cached"] = int(record.cached)
-    values["created_at"] = normalize_time(record.created_at)
-    return values
+@functools.lru_cache(maxsize=8)
+def _insert_sql(rows: int) -> str:
+    # ON CONFLICT (request_id) rather than INSERT OR IGNORE: OR IGNORE would also drop rows
+    # that break a NOT NULL or CHECK constraint, silently losing usage. RETURNING yields only
+    # the rows inserted, so the skipped duplicates are known without a second query.
+    row = f"({', '.join('?' * len(_USAGE_COLUMNS))})"
+    return (
+        f"INSERT INTO usage_records ({', '.join(_USAGE_COLUMNS)}) "  # noqa: S608
+        f"VALUES {', '.join([row] * rows)} "
+        "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+    )
+
+
+def _stored(record: UsageRecord) -> UsageRecord:
+    return msgspec.structs.replace(
+        record,
+        id=record.id or str(uuid_utils.uuid7()),
+        created_at=normalize_time(record.created_at),
+        cost_usd=record.cost_nano / NANO_PER_USD,
+    )
 
 
 def _usage(row: Sequence[Any]) -> UsageRecord:
@@ -131,10 +169,14 @@ def _rollup(row: Sequence[Any]) -> Rollup:
 
 
 def upsert_rollups(conn: apsw.Connection, rollups: Iterable[Rollup]) -> int:
-    """Store rollups, replacing the values of existing buckets (recomputing is idempotent)."""
+    """Store rollups, replacing the values of existing buckets (recomputing is idempotent).
+
+    `cost_usd` is stored as `cost_nano / 1e9`; storage/rollups.py adds batches instead.
+    """
     rows = [msgspec.structs.asdict(r) for r in rollups]
     for row in rows:
         row["bucket"] = normalize_time(row["bucket"])
+        row["cost_usd"] = row["cost_nano"] / NANO_PER_USD
     if not rows:
         return 0
     marks = ", ".join(f":{c}" for c in _ROLLUP_COLUMNS)

@@ -108,7 +108,12 @@ class Publisher:
     async def watch(self, interval: float = 1.0) -> None:
         """Keep the heartbeat alive and republish everything when Redis has lost it."""
         ks = self._keyspace
+        task = asyncio.current_task()
         while True:
+            # redis-py's asyncio.wait_for can drop a cancellation on Python 3.11 (CPython
+            # gh-86296); a pending one is honoured here, so the supervisor always stops
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
                     pipe.set(ks.supervisor_heartbeat, 1, ex=HEARTBEAT_TTL)

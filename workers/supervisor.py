@@ -33,9 +33,13 @@ from workers.admin.app import create_admin_app
 from workers.embedded_redis import EmbeddedRedis
 from workers.processes import ChildFailed, DataPlaneProcess
 from workers.publisher import REDIS_ERRORS, Publisher
+from workers.recorder import Recorder
 from workers.snapshots import load_identities, load_snapshot
 
 log = structlog.get_logger("gandalf.supervisor")
+
+RECORDER_DRAIN_S = 5.0
+"""At stop, how long the recorder may take to store what the drained workers sent last."""
 
 
 class StopRequested(Exception):
@@ -79,11 +83,12 @@ class Supervisor:
                 log.warning(
                     "redis unavailable at start; will publish when it answers", error=str(exc)
                 )
+            recorder = Recorder(client, keyspace, db)
             server = self._admin_server(db, publisher, client, keyspace)
             data_plane = self._data_plane(redis_url)
             code = 0
             try:
-                await self._serve(server, publisher, data_plane, embedded)
+                await self._serve(server, publisher, recorder, data_plane, embedded)
             except* StopRequested:
                 pass
             except* ChildFailed as failed:
@@ -135,6 +140,7 @@ class Supervisor:
         self,
         server: EmbeddedServer,
         publisher: Publisher,
+        recorder: Recorder,
         data_plane: DataPlaneProcess | None,
         embedded: EmbeddedRedis | None,
     ) -> None:
@@ -145,6 +151,7 @@ class Supervisor:
         async with asyncio.TaskGroup() as tasks:
             admin = tasks.create_task(server.serve(), name="admin-api")
             tasks.create_task(publisher.watch(), name="publisher")
+            tasks.create_task(recorder.run(), name="usage-recorder")
             if embedded is not None:
                 tasks.create_task(_watch_embedded(embedded), name="embedded-redis")
             if data_plane is not None:
@@ -154,6 +161,10 @@ class Supervisor:
             log.info("stopping: draining the data plane")
             if data_plane is not None:
                 await data_plane.stop()
+            # the workers' last usage events: an embedded Redis forgets them when it stops
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RECORDER_DRAIN_S):
+                    await recorder.drain()
             server.stop()  # type: ignore[no-untyped-call]
             await admin
             raise StopRequested

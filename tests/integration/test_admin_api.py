@@ -144,11 +144,13 @@ def test_key_changes_reach_the_data_plane(stack: Gateway) -> None:
 
 
 def test_usage_endpoints(stack: Gateway) -> None:
-    listing = admin_call(stack, "GET", "/usage?limit=10", key=VIEWER)
+    listing = admin_call(stack, "GET", "/usage?limit=1", key=VIEWER)
     assert listing.status_code == 200
-    assert listing.json()["pagination"] == {"offset": 0, "limit": 10, "total": 0}
+    page = listing.json()
+    assert page["pagination"]["offset"] == 0 and page["pagination"]["limit"] == 1
+    assert len(page["data"]) == min(1, page["pagination"]["total"])
     summary = admin_call(stack, "GET", "/usage/summary?period=daily", key=VIEWER)
-    assert summary.status_code == 200 and summary.json() == {"data": []}
+    assert summary.status_code == 200 and set(summary.json()) == {"data"}
 
     bad_since = admin_call(stack, "GET", "/usage?since=yesterday")
     assert bad_since.status_code == 400

@@ -13,9 +13,16 @@ import pytest
 
 from storage.db import config_version, open_connection
 from storage.errors import InvalidValue
-from storage.migrate import migrate
+from storage.migrate import available, migrate
 from storage.records import Rollup, UsageRecord
-from storage.usage import UsageFilters, insert_usage, list_usage, upsert_rollups, usage_summary
+from storage.usage import (
+    UsageFilters,
+    insert_new_usage,
+    insert_usage,
+    list_usage,
+    upsert_rollups,
+    usage_summary,
+)
 
 
 @pytest.fixture
@@ -57,6 +64,7 @@ def _rollup(bucket: str, period: str = "hourly", **fields: Any) -> Rollup:
         "cached_tokens": 0,
         "total_tokens": 30,
         "cost_usd": 0.01,
+        "cost_nano": 10_000_000,
         "cached_count": 1,
     }
     return Rollup(**{**base, **fields})
@@ -69,7 +77,9 @@ def test_insert_assigns_ids_and_round_trips(conn: apsw.Connection) -> None:
         upstream_model="gpt-4o-2024",
         provider_id="openai",
         cached_tokens=3,
-        cost_usd=0.5,
+        cost_nano=500_000_001,
+        cost_usd=0.500000001,
+        price_version="2026-01",
         ttft_ms=40,
         user_id="u1",
         usage_source="estimated",
@@ -95,6 +105,51 @@ def test_a_redelivered_request_id_is_ignored(conn: apsw.Connection) -> None:
     assert total == 3
     assert {r.request_id: r.total_tokens for r in rows}["r2"] == 15
     assert insert_usage(conn, []) == 0
+
+
+def test_insert_new_usage_returns_only_the_rows_inserted(conn: apsw.Connection) -> None:
+    insert_usage(conn, [_usage("r1", "2026-01-01T10:00:00Z")])
+    fresh = insert_new_usage(
+        conn,
+        [
+            _usage("r1", "2026-01-01T10:00:00Z"),
+            _usage("r2", "2026-01-01T11:00:00+01:00", prompt_tokens=1),
+            _usage("r2", "2026-01-01T10:00:00Z", prompt_tokens=2),
+            _usage("r3", "2026-01-01T10:00:01Z", cost_nano=7),
+        ],
+    )
+    assert [(r.request_id, r.prompt_tokens) for r in fresh] == [("r2", 1), ("r3", 10)]
+    assert all(uuid.UUID(r.id).version == 7 for r in fresh)
+    assert fresh[0].created_at == "2026-01-01T10:00:00.000Z"
+    assert fresh[1].cost_usd == 7e-9
+    assert insert_new_usage(conn, []) == []
+
+
+def test_cost_usd_is_derived_from_cost_nano(conn: apsw.Connection) -> None:
+    insert_usage(conn, [_usage("r1", "2026-01-01T10:00:00Z", cost_nano=1_234, cost_usd=99.0)])
+    (stored,), _ = list_usage(conn, UsageFilters())
+    assert (stored.cost_nano, stored.cost_usd) == (1_234, 1.234e-6)
+
+
+def test_migration_2_backfills_cost_nano_from_cost_usd(tmp_path: Path) -> None:
+    connection = open_connection(str(tmp_path / "old.db"))
+    first, *later = available()
+    migrate(connection, [first])
+    connection.execute(
+        "INSERT INTO usage_records (id, request_id, key_id, org_id, model, cost_usd, "
+        "status_code, created_at) VALUES ('i', 'r', 'k', 'default', 'm', 0.000123456, 200, 't')"
+    )
+    connection.execute(
+        "INSERT INTO usage_rollups (org_id, key_id, model, period, bucket, cost_usd) "
+        "VALUES ('default', 'k', 'm', 'daily', 't', 1.5)"
+    )
+    assert migrate(connection) == [m.version for m in later]
+    row = connection.execute("SELECT cost_nano, price_version FROM usage_records").fetchall()
+    assert row == [(123_456, "")]
+    assert connection.execute("SELECT cost_nano FROM usage_rollups").fetchall() == [
+        (1_500_000_000,)
+    ]
+    connection.close()
 
 
 def test_a_bad_row_fails_the_batch_instead_of_vanishing(conn: apsw.Connection) -> None:
@@ -163,6 +218,7 @@ def test_rollups_upsert_replaces_values(conn: apsw.Connection) -> None:
     upsert_rollups(conn, [_rollup("2026-01-01T10:00:00Z", request_count=7)])
     (stored,) = usage_summary(conn, UsageFilters())
     assert stored.request_count == 7
+    assert (stored.cost_nano, stored.cost_usd) == (10_000_000, 0.01)
     assert stored.bucket == "2026-01-01T10:00:00.000Z"
     assert upsert_rollups(conn, []) == 0
 
@@ -196,5 +252,5 @@ def test_rollup_json_has_gandalf_fields(conn: apsw.Connection) -> None:
     body = msgspec.json.decode(msgspec.json.encode(_rollup("2026-01-01T10:00:00.000Z")))
     assert set(body) >= {
         "org_id", "key_id", "model", "period", "bucket", "request_count", "prompt_tokens",
-        "completion_tokens", "total_tokens", "cost_usd", "cached_count",
+        "completion_tokens", "total_tokens", "cost_usd", "cached_count", "cost_nano",
     }  # fmt: skip
