@@ -304,7 +304,10 @@ class Accounting:
                 await self._wake.wait()
                 await asyncio.sleep(SETTLE_DELAY)
                 self._wake.clear()
-                await self.flush()
+                try:
+                    await self.flush()
+                except Exception:  # the task boundary: a bad batch must not stop the next ones
+                    log.exception("settlements not sent")
         finally:
             await self.flush()
 
