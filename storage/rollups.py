@@ -51,7 +51,25 @@ def record_usage(conn: apsw.Connection, records: Iterable[UsageRecord]) -> int:
     """
     fresh = insert_new_usage(conn, records)
     add_to_rollups(conn, fresh)
+    touch_keys(conn, fresh)
     return len(fresh)
+
+
+def touch_keys(conn: apsw.Connection, records: Iterable[UsageRecord]) -> None:
+    """Move each key's `last_used_at` forward to its latest request in `records`.
+
+    The data plane never writes SQLite, so this is where Gandalf's `last_used_at` comes from:
+    exact, and costing the hot path nothing. Keys deleted since are skipped by the UPDATE.
+    """
+    latest: dict[str, str] = {}
+    for r in records:
+        if r.created_at > latest.get(r.key_id, ""):
+            latest[r.key_id] = r.created_at
+    conn.executemany(
+        "UPDATE api_keys SET last_used_at = :at WHERE id = :key "
+        "AND (last_used_at IS NULL OR last_used_at < :at)",
+        [{"key": key, "at": at} for key, at in latest.items()],
+    )
 
 
 def add_to_rollups(conn: apsw.Connection, records: Iterable[UsageRecord]) -> int:

@@ -168,3 +168,21 @@ def test_adding_keeps_what_the_bucket_held(db: Database) -> None:
     (hourly,) = db.write_sync(scenario)
     assert (hourly.request_count, hourly.cost_nano, hourly.cost_usd) == (2, 8, 8e-9)
     assert (hourly.total_tokens, hourly.cached_count) == (30, 1)
+
+
+def test_recording_moves_last_used_at_forward_only(db: Database) -> None:
+    from storage import keys  # noqa: PLC0415 - only this test creates keys
+
+    key = db.write_sync(keys.create_key, key_hash="a" * 64, key_prefix="gnd_aaaaaaaa", key_id="k1")
+    assert key.last_used_at is None
+    db.write_sync(
+        record_usage,
+        [
+            _usage("r1", "2026-11-26T10:00:00.000Z"),
+            _usage("r2", "2026-11-26T12:00:00.000Z"),
+            _usage("r3", "2026-11-26T11:00:00.000Z", key_id="gone"),  # no such key: skipped
+        ],
+    )
+    assert db.read_sync(keys.get_key, "k1").last_used_at == "2026-11-26T12:00:00.000Z"
+    db.write_sync(record_usage, [_usage("r4", "2026-11-26T09:00:00.000Z")])  # late, older
+    assert db.read_sync(keys.get_key, "k1").last_used_at == "2026-11-26T12:00:00.000Z"
