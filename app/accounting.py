@@ -22,7 +22,6 @@ from typing import Any
 
 import msgspec
 import structlog
-from redis.exceptions import RedisError
 
 from app.cache.fingerprint import fingerprint
 from app.config import Config
@@ -38,13 +37,12 @@ from app.domain import (
 from app.keyspace import Keyspace
 from app.limits.limiter import Admission, Client, Limiter, Limits, spend_period, spend_ttl
 from app.pricing import PriceTable
+from app.resp import REDIS_ERRORS
 from app.routing.router import Route
 
 log = structlog.get_logger("gandalf.accounting")
 _encode_event = msgspec.json.Encoder().encode
 
-REDIS_ERRORS = (RedisError, OSError)
-"""Anything Redis can raise: unreachable, timed out, or refusing (out of memory, readonly)."""
 _NANO_PER_USD = 1_000_000_000
 SETTLE_DELAY = 0.002
 """Seconds a settlement waits for others to share its round trip."""

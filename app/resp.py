@@ -25,9 +25,11 @@ from typing import Any, cast
 import hiredis
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+REDIS_ERRORS = (RedisError, OSError)
+"""What talking to Redis can raise (unreachable, timed out, refused), with either client."""
 RECONNECT_PAUSE = 0.5
 """Seconds after a failed connect during which calls fail at once instead of reconnecting."""
 

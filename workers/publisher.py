@@ -19,12 +19,12 @@ import structlog
 
 from app.domain import ConfigSnapshot, Identity
 from app.keyspace import Keyspace
+from app.resp import REDIS_ERRORS
 from app.server.control import ControlEvent, encode_event, encode_identity
 
 log = structlog.get_logger("gandalf.publisher")
 
 HEARTBEAT_TTL = 5
-REDIS_ERRORS = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
 
 
 class Publisher:

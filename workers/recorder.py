@@ -35,6 +35,7 @@ import structlog
 
 from app.domain import UsageEvent
 from app.keyspace import Keyspace
+from app.resp import REDIS_ERRORS
 from storage.db import Database
 from storage.errors import StorageError
 from storage.records import UsageRecord, format_time
@@ -42,7 +43,6 @@ from storage.rollups import record_usage
 
 log = structlog.get_logger("gandalf.recorder")
 
-REDIS_ERRORS = (aioredis.RedisError, OSError)
 SQLITE_ERRORS = (apsw.Error, StorageError)
 
 Entry = tuple[bytes, dict[bytes, bytes]]

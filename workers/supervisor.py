@@ -27,12 +27,13 @@ from app.config import (
     set_worker_environment,
 )
 from app.keyspace import Keyspace
+from app.resp import REDIS_ERRORS
 from storage.db import Database
 from storage.seed import seed_admin_key, seed_from_config
 from workers.admin.app import create_admin_app
 from workers.embedded_redis import EmbeddedRedis
 from workers.processes import ChildFailed, DataPlaneProcess
-from workers.publisher import REDIS_ERRORS, Publisher
+from workers.publisher import Publisher
 from workers.recorder import Recorder
 from workers.snapshots import load_identities, load_snapshot
 

@@ -50,7 +50,6 @@ from app.config.schema import (
     TelemetryConfig,
     TracingConfig,
     parse_duration,
-    price_table,
 )
 from app.config.validate import build_config
 
@@ -92,7 +91,6 @@ __all__ = [
     "default_config_path",
     "load_config",
     "parse_duration",
-    "price_table",
     "process_environment",
     "secret_from_environment",
     "set_worker_environment",

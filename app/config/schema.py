@@ -353,11 +353,6 @@ class Config(_Section, frozen=True):
     """Keys to seed; skipped ones are left out."""
 
 
-def price_table(config: Config) -> PriceTable:
-    """The prices a process charges with: `config.pricing.table()`. Build it once."""
-    return config.pricing.table()
-
-
 _SECTIONS: dict[str, type[_Section]] = {
     "server": ServerConfig,
     "redis": RedisConfig,

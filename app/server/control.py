@@ -28,6 +28,7 @@ import structlog
 
 from app.domain import ConfigSnapshot, Identity, ServiceUnavailable
 from app.keyspace import Keyspace
+from app.resp import REDIS_ERRORS
 
 log = structlog.get_logger("gandalf.control")
 
@@ -36,7 +37,6 @@ KEY_TTL = 60.0
 UNKNOWN_KEY_TTL = 5.0
 """Seconds an unknown key hash is remembered as unknown (bounds Redis trips for bad keys)."""
 MAX_CACHED_KEYS = 100_000
-REDIS_ERRORS = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
 
 
 class ControlEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,7 +12,7 @@ import structlog
 from litestar import Litestar
 
 from app.accounting import Accounting
-from app.config import Config, price_table, secret_from_environment
+from app.config import Config, secret_from_environment
 from app.domain import ConfigSnapshot, Provider, ProviderSettings, ServiceUnavailable
 from app.keyspace import Keyspace
 from app.pipeline import Gateway
@@ -118,7 +118,9 @@ class WorkerState:
             stack.push_async_callback(self.redis.aclose)
             hot = RespClient(self.config.redis.url, timeout=2)
             stack.push_async_callback(hot.aclose)
-            self.accounting = Accounting(hot, self.keyspace, price_table(self.config), self.config)
+            self.accounting = Accounting(
+                hot, self.keyspace, self.config.pricing.table(), self.config
+            )
             await self.accounting.start()
             keys = KeyCache(self.redis, self.keyspace)
             self.authenticator = Authenticator(keys)

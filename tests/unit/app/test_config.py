@@ -20,7 +20,6 @@ from app.config import (
     default_config_path,
     load_config,
     parse_duration,
-    price_table,
 )
 from app.prices_default import DEFAULT_PRICES, DEFAULT_PRICES_VERSION
 from app.pricing import Price
@@ -489,8 +488,7 @@ def test_configured_prices_are_merged_over_the_shipped_ones(tmp_path: Path) -> N
         "my-finetune": Price(input=3.0, output=12.0, cached_input=1.5),
         "llama3*": Price(input=0.0, output=0.0),
     }
-    table = price_table(config)
-    assert table.prices == config.pricing.table().prices
+    table = config.pricing.table()
     assert table.version == "acme-2026-12"
     assert table.lookup("gpt-4o") == Price(input=2.0, output=8.0, cached_input=2.0)  # replaced
     assert table.lookup("my-finetune") == Price(input=3.0, output=12.0, cached_input=1.5)
