@@ -118,7 +118,10 @@ class Accounting:
         self._settlements: list[tuple[Ticket, int, int, bytes | None, UsageEvent | None]] = []
         self._period_day = -1
         self._periods: dict[str, str] = {}
-        self._wake: asyncio.Event | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+        """The settlement task has ended: later settlements are sent one batch at a time."""
+        self._late: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Load the scripts (a worker that starts while Redis is down loads them later)."""
@@ -267,7 +270,9 @@ class Accounting:
             cached=cached,
             estimated=estimated,
         )
-        self.settle(ticket, tokens=usage.total_tokens, cost_nano=cost, store=store, event=event)
+        # some upstreams leave total_tokens out: never refund a whole estimate for that
+        tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+        self.settle(ticket, tokens=tokens, cost_nano=cost, store=store, event=event)
 
     def settle(
         self,
@@ -291,12 +296,15 @@ class Accounting:
         if ticket.admission is None and store is None and event is None:
             return
         self._settlements.append((ticket, tokens, cost_nano, store, event))
-        if self._wake is not None and not self._wake.is_set():
+        if self._closed:  # a stream still finishing while the worker stops
+            task = asyncio.get_running_loop().create_task(self.flush())
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+        elif not self._wake.is_set():
             self._wake.set()
 
     async def run_settlements(self) -> None:
         """The worker's background task that sends queued settlements; runs until cancelled."""
-        self._wake = asyncio.Event()
         try:
             while True:
                 await self._wake.wait()
@@ -307,6 +315,7 @@ class Accounting:
                 except Exception:  # the task boundary: a bad batch must not stop the next ones
                     log.exception("settlements not sent")
         finally:
+            self._closed = True
             await self.flush()
 
     async def flush(self) -> None:

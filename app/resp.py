@@ -71,6 +71,8 @@ class _Protocol(asyncio.Protocol):
         self.outgoing: list[bytes] = []
         """Commands queued during this turn of the event loop, written together."""
         self.flush_scheduled = False
+        self.watched = False
+        """A timer checks this connection's oldest request (see `RespClient._watch`)."""
 
     def flush(self) -> None:
         self.flush_scheduled = False
@@ -129,7 +131,6 @@ class RespClient:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._failed_at = 0.0
-        self._watching = False
 
     def pipeline(self, transaction: bool = False) -> RespPipeline:
         return RespPipeline(self)
@@ -157,19 +158,19 @@ class RespClient:
         if not protocol.flush_scheduled:
             protocol.flush_scheduled = True
             loop.call_soon(protocol.flush)
-        if not self._watching:
-            self._watching = True
+        if not protocol.watched:
+            protocol.watched = True
             loop.call_later(self._timeout, self._watch, protocol)
         return await future
 
     def _watch(self, protocol: _Protocol) -> None:
         """Drop the connection when its oldest request has waited longer than the timeout."""
         if not protocol.waiters or protocol.transport is None:
-            self._watching = False
+            protocol.watched = False
             return
         waited = time.monotonic() - protocol.waiters[0].since
         if waited >= self._timeout:
-            self._watching = False
+            protocol.watched = False
             protocol.abort(RedisTimeoutError("redis did not answer in time"))
             return
         protocol.loop.call_later(self._timeout - waited, self._watch, protocol)

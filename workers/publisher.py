@@ -56,7 +56,7 @@ class Publisher:
             pipe.delete(ks.key_index)
             if keys:
                 pipe.hset(ks.key_index, mapping={h: encode_identity(i) for h, i in keys})
-            pipe.set(ks.snapshot, _encode_snapshot(snapshot))
+            pipe.set(ks.snapshot, encode_event(snapshot))
             pipe.set(ks.snapshot_version, snapshot.version)
             pipe.publish(ks.events, encode_event(ControlEvent(kind="keys")))
             pipe.publish(
@@ -88,7 +88,7 @@ class Publisher:
         ks = self._keyspace
         try:
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(ks.snapshot, _encode_snapshot(snapshot))
+                pipe.set(ks.snapshot, encode_event(snapshot))
                 pipe.set(ks.snapshot_version, snapshot.version)
                 pipe.publish(
                     ks.events, encode_event(ControlEvent(kind="config", version=snapshot.version))
@@ -128,7 +128,3 @@ class Publisher:
             except REDIS_ERRORS as exc:
                 log.warning("redis unavailable; will republish when it returns", error=str(exc))
             await asyncio.sleep(interval)
-
-
-def _encode_snapshot(snapshot: ConfigSnapshot) -> bytes:
-    return encode_event(snapshot)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import apsw
 
 from app.domain import ConfigSnapshot, Identity, ProviderSettings, RouteSettings, TargetSettings
+from app.server.auth import epoch
 from storage import keys
 from storage.db import config_version
 from storage.providers import all_providers
@@ -27,15 +26,9 @@ def identity_of(record: KeyRecord) -> Identity:
         tpm_limit=record.tpm_limit,
         max_budget=record.max_budget,
         budget_period=record.budget_period,
-        expires_at=_epoch(record.expires_at),
+        expires_at=epoch(record.expires_at),
         blocked=record.blocked,
     )
-
-
-def _epoch(rfc3339: str | None) -> float | None:
-    if not rfc3339:
-        return None
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def load_identities(conn: apsw.Connection) -> list[tuple[str, Identity]]:

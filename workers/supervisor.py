@@ -79,8 +79,7 @@ class Supervisor:
             )
             try:
                 await publisher.publish_all()
-            except REDIS_ERRORS as exc:  # `watch` publishes once Redis answers
-                publisher.stale = True
+            except REDIS_ERRORS as exc:  # `watch` publishes what was never published
                 log.warning(
                     "redis unavailable at start; will publish when it answers", error=str(exc)
                 )

@@ -38,12 +38,13 @@ def identities_from_config(keys: Iterable[KeyConfig]) -> dict[str, Identity]:
             tpm_limit=key.tpm_limit,
             max_budget=key.max_budget,
             budget_period=key.budget_period,
-            expires_at=_epoch(key.expires_at),
+            expires_at=epoch(key.expires_at),
         )
     return index
 
 
-def _epoch(rfc3339: str | None) -> float | None:
+def epoch(rfc3339: str | None) -> float | None:
+    """An RFC3339 time as Unix seconds; None stays None."""
     if not rfc3339:
         return None
     from datetime import datetime  # noqa: PLC0415 - only for configured expiry dates

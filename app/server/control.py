@@ -72,7 +72,10 @@ class KeyCache:
             raw = await self._client.hget(self._index, digest)
         except REDIS_ERRORS as exc:
             if entry is not None and entry[0] is not None:
-                return entry[0]  # stale beats down: see the module docstring
+                # stale beats down (see the module docstring); ask Redis again only later,
+                # so requests during an outage do not each wait for it to time out
+                self._entries[digest] = (entry[0], now + UNKNOWN_KEY_TTL)
+                return entry[0]
             raise ServiceUnavailable("the key store is unreachable; try again shortly") from exc
         identity = _decode_identity(raw) if raw is not None else None
         if len(self._entries) >= MAX_CACHED_KEYS:

@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException
 
 from app.domain import GatewayError, Permission
 from app.keyspace import Keyspace
-from app.server.errors import error_body
+from app.server.errors import error_body, render
 from storage.db import Database, config_version
 from storage.errors import Conflict, InvalidValue, NotFound, StorageError
 from workers.admin.catalog import PROVIDERS, ROUTES
@@ -37,11 +37,8 @@ def _error(status: int, message: str, error_type: str = "invalid_request_error")
 
 
 def _gateway_error(_: AnyRequest, exc: GatewayError) -> Response[bytes]:
-    return Response(
-        error_body(exc.message, exc.type, exc.param, exc.code),
-        status_code=exc.http_status,
-        media_type="application/json",
-    )
+    status, body, content_type = render(exc)
+    return Response(body, status_code=status, media_type=content_type.decode())
 
 
 def _storage_error(request: AnyRequest, exc: StorageError) -> Response[bytes]:

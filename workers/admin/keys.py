@@ -16,7 +16,7 @@ from app.domain import ROLE_PERMISSIONS, Forbidden, Identity, InvalidRequest, Pe
 from storage import keys
 from storage.db import Database
 from storage.errors import NotFound
-from storage.records import page
+from storage.records import KeyRecord, page
 from workers.admin.payloads import (
     AnyRequest,
     KeyCreate,
@@ -43,10 +43,11 @@ def _org_of(identity: Identity, requested: str | None, action: str) -> str:
 
 
 def key_handlers(db: Database, publisher: Publisher) -> list[Any]:
-    async def in_callers_org(identity: Identity, key_id: str) -> None:
+    async def in_callers_org(identity: Identity, key_id: str) -> KeyRecord:
         record = await db.read(keys.get_key, key_id)
         if record.org_id != identity.org_id:
             raise NotFound(key_id, "key")  # other organizations' keys do not exist here
+        return record
 
     @get("/keys")
     async def list_keys(request: AnyRequest) -> Response[bytes]:
@@ -87,8 +88,7 @@ def key_handlers(db: Database, publisher: Publisher) -> list[Any]:
     @get("/keys/{key_id:str}")
     async def get_key(request: AnyRequest, key_id: str) -> Response[bytes]:
         identity = await caller(request, db, Permission.MANAGE_ALL_KEYS)
-        await in_callers_org(identity, key_id)
-        return json_response(await db.read(keys.get_key, key_id))
+        return json_response(await in_callers_org(identity, key_id))
 
     @put("/keys/{key_id:str}")
     async def update_key(request: AnyRequest, key_id: str) -> Response[bytes]:
