@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -221,3 +223,35 @@ async def test_every_finished_request_appends_one_usage_event(
     assert events["silent"].estimated and events["silent"].prompt_tokens == failed.tokens
     assert events["hit"].cached and events["hit"].provider == "cache"
     assert events["hit"].cost_nano == 0
+
+
+async def test_a_usage_without_total_tokens_is_charged_its_parts(
+    accounting: Accounting, server: EmbeddedRedis
+) -> None:
+    identity = _identity(tpm_limit=300)
+    first = await _admit(accounting, identity, PLAIN, "r1")
+    accounting.finish(
+        first, status=200, upstream_model="up", usage=Usage(prompt_tokens=20, completion_tokens=30)
+    )
+    await accounting.flush()
+    after = await _admit(accounting, identity, PLAIN, "r2")
+    assert after.admission is not None
+    # 300 - 50 used - 15 for this request (not 300 - 15: nothing was refunded)
+    assert after.admission.tpm_remaining in (300 - 50 - 15, 300 - 50 - 15 + 1)
+
+
+async def test_settlements_after_the_task_stopped_are_still_sent(
+    accounting: Accounting, server: EmbeddedRedis
+) -> None:
+    settler = asyncio.create_task(accounting.run_settlements())
+    await asyncio.sleep(0)
+    settler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await settler
+    late = await _admit(accounting, _identity(), PLAIN, "late")
+    accounting.finish(late, status=200, upstream_model="up", usage=Usage(completion_tokens=1))
+    for _ in range(100):  # sent by a task of its own
+        if await _events(server):
+            break
+        await asyncio.sleep(0.01)
+    assert [e.request_id for e in await _events(server)] == ["late"]

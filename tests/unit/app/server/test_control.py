@@ -66,3 +66,23 @@ async def test_while_redis_is_down_held_identities_serve_even_expired(
     assert await cache.lookup(KNOWN) == IDENTITY
     with pytest.raises(ServiceUnavailable, match="key store is unreachable"):
         await cache.lookup(UNKNOWN)
+
+
+async def test_while_redis_is_down_a_stale_identity_is_not_asked_for_at_every_request(
+    cache: KeyCache, server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control, "KEY_TTL", -1.0)
+    assert await cache.lookup(KNOWN) == IDENTITY
+    server.stop()
+    asked = 0
+    real_hget = cache._client.hget
+
+    async def counting_hget(*args: object) -> object:
+        nonlocal asked
+        asked += 1
+        return await real_hget(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache._client, "hget", counting_hget)
+    for _ in range(3):
+        assert await cache.lookup(KNOWN) == IDENTITY
+    assert asked == 1  # each would otherwise wait for Redis to fail
