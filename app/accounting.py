@@ -59,6 +59,7 @@ class Ticket:
         "cache_ttl",
         "cached",
         "cost_nano",
+        "finished",
         "identity",
         "key_id",
         "limits",
@@ -83,6 +84,8 @@ class Ticket:
         """None when no limit applies or Redis was unreachable: nothing to settle."""
         self.cache_key: str | None = None
         self.cache_ttl = 0
+        self.finished = False
+        """`Accounting.finish` ran: settled and recorded once, whatever path got there."""
         self.cached: bytes | None = None
         """The cached answer, when the lookup hit."""
 
@@ -238,8 +241,11 @@ class Accounting:
         `usage` is what the upstream reported (or the gateway counted: `estimated`), or None:
         a successful answer without usage is charged its estimate (and recorded as
         estimated); a failure costs nothing. A cache hit costs nothing either. Queued, not
-        awaited (see `run_settlements`).
+        awaited (see `run_settlements`). Only the first call for a ticket counts.
         """
+        if ticket.finished:
+            return
+        ticket.finished = True
         if cached or (usage is None and status != 200):
             usage, cost = Usage(), 0
         else:

@@ -98,6 +98,7 @@ class OpenAIApi:
         extra = [(b"x-request-id", rid)]
         model = provider = ""
         status = 200
+        ticket: Ticket | None = None
         try:
             method = scope.get("method")
             if method != "POST":
@@ -109,33 +110,26 @@ class OpenAIApi:
             model = payload.model
             route = state.gateway.resolve(identity, payload)
             ticket = await self._admit(identity, payload, rid, route, scope)
-            answer = _cached_answer(ticket, payload)
-            if ticket is not None:
-                extra += ticket.headers()
-                if ticket.cacheable:
-                    extra.append((b"x-cache", b"HIT" if answer is not None else b"MISS"))
-            if ticket is not None and answer is not None:
-                provider = "cache"
-                content_type = b"text/event-stream" if payload.stream else JSON
-                headers = [*SSE_EXTRA, *extra] if payload.stream else extra
-                try:
-                    await respond(send, 200, answer, content_type, headers)
-                finally:
-                    if state.accounting is not None:  # a request (its RPM token), no more
-                        state.accounting.finish(ticket, status=200, cached=True)
-            elif payload.stream and operation is not Operation.EMBEDDINGS:
-                status, provider = await self._stream(
-                    route, payload, receive, send, extra, ticket=ticket
-                )
-            else:
-                status, provider = await self._complete(route, payload, send, extra, ticket)
+            status, provider = await self._answer(
+                operation, route, payload, ticket=ticket, channel=(receive, send), extra=extra
+            )
         except GatewayError as exc:
             status, error, content_type = render(exc)
             provider = getattr(exc, "provider", provider)
             await respond(send, status, error, content_type, [*extra, *getattr(exc, "headers", ())])
         except ClientDisconnected:
             status = CLIENT_CLOSED
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
+        except Exception:
+            status = 500
+            raise
         finally:
+            # every admitted request is settled and recorded, whichever way it ended (the
+            # paths that know more have finished it already; this is then a no-op)
+            if ticket is not None and self._state.accounting is not None:
+                self._state.accounting.finish(ticket, status=status, provider=provider)
             log.info(
                 "request",
                 request_id=rid.decode(),
@@ -145,6 +139,36 @@ class OpenAIApi:
                 status=status,
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
+
+    async def _answer(
+        self,
+        operation: Operation,
+        route: Route,
+        payload: Payload,
+        *,
+        ticket: Ticket | None,
+        channel: tuple[Receive, Send],
+        extra: list[tuple[bytes, bytes]],
+    ) -> tuple[int, str]:
+        """From the cache, as a stream or as one answer; returns the status and provider."""
+        receive, send = channel
+        answer = _cached_answer(ticket, payload)
+        if ticket is not None:
+            extra += ticket.headers()
+            if ticket.cacheable:
+                extra.append((b"x-cache", b"HIT" if answer is not None else b"MISS"))
+        if ticket is not None and answer is not None:
+            content_type = b"text/event-stream" if payload.stream else JSON
+            headers = [*SSE_EXTRA, *extra] if payload.stream else extra
+            try:
+                await respond(send, 200, answer, content_type, headers)
+            finally:
+                if self._state.accounting is not None:  # a request (its RPM token), no more
+                    self._state.accounting.finish(ticket, status=200, cached=True)
+            return 200, "cache"
+        if payload.stream and operation is not Operation.EMBEDDINGS:
+            return await self._stream(route, payload, receive, send, extra, ticket=ticket)
+        return await self._complete(route, payload, send, extra, ticket)
 
     async def _admit(
         self, identity: Identity, payload: Payload, rid: bytes, route: Route, scope: Scope
@@ -176,10 +200,6 @@ class OpenAIApi:
                 accounting.finish(
                     ticket, status=exc.http_status, provider=getattr(exc, "provider", "")
                 )
-            raise
-        except asyncio.CancelledError:  # the client went away while the upstream worked
-            if accounting is not None and ticket is not None:
-                accounting.finish(ticket, status=CLIENT_CLOSED)
             raise
         status = 200
         try:

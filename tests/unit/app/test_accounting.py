@@ -255,3 +255,12 @@ async def test_settlements_after_the_task_stopped_are_still_sent(
             break
         await asyncio.sleep(0.01)
     assert [e.request_id for e in await _events(server)] == ["late"]
+
+
+async def test_a_ticket_is_finished_once(accounting: Accounting, server: EmbeddedRedis) -> None:
+    ticket = await _admit(accounting, _identity(), PLAIN, "once")
+    accounting.finish(ticket, status=200, upstream_model="up", usage=Usage(completion_tokens=3))
+    accounting.finish(ticket, status=499)  # the catch-all after the path that knew more
+    await accounting.flush()
+    (event,) = await _events(server)
+    assert (event.status, event.completion_tokens) == (200, 3)
