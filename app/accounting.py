@@ -253,7 +253,10 @@ class Accounting:
                 usage = Usage(prompt_tokens=ticket.tokens, total_tokens=ticket.tokens)
                 estimated = True
             cost = self.prices.cost_nano(
-                upstream_model or ticket.model, usage.prompt_tokens, usage.completion_tokens
+                upstream_model or ticket.model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
             )
         identity = ticket.identity
         event = UsageEvent(
@@ -269,6 +272,7 @@ class Accounting:
             status=status,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
             cost_nano=cost,
             price_version=self.prices.version,
             latency_ms=int((time.time() - ticket.started) * 1000),

@@ -235,10 +235,24 @@ class Operation(enum.Enum):
     EMBEDDINGS = "/embeddings"
 
 
+class PromptTokensDetails(msgspec.Struct, frozen=True, kw_only=True):
+    cached_tokens: int = 0
+    """Prompt tokens read from the provider's prompt cache (billed at the cached price)."""
+
+
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """OpenAI's `usage` object; translating adapters produce the same shape."""
+
     prompt_tokens: int = 0
+    """All input tokens, cached ones included."""
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        details = self.prompt_tokens_details
+        return details.cached_tokens if details is not None else 0
 
 
 class UsageEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -356,6 +370,10 @@ class ProviderSettings(msgspec.Struct, frozen=True, kw_only=True):
     project: str = ""
     api_version: str = ""
     api_key_env: str = ""
+    auth_type: str = ""
+    """api_key, gcp_oauth or aws_sigv4; empty = from `hosting`."""
+    credentials_file: str = ""
+    """Google service-account JSON for gcp_oauth (a path, not a secret); empty = ADC."""
 
 
 class TargetSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -25,6 +25,8 @@ def provider_settings(provider: ProviderConfig) -> ProviderSettings:
         region=provider.region,
         project=provider.project,
         api_version=provider.api_version,
+        auth_type=provider.auth_type,
+        credentials_file=provider.auth.credentials_file if provider.auth is not None else "",
     )
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import msgspec
 
-from app.domain import Usage
 from app.providers.sse import DONE_FRAME
 
 _encode = msgspec.json.encode
+_ABSENT = msgspec.Raw(b"null")
+"""`usage` kept as raw JSON (as the upstream wrote it); null when there was none."""
 
 
 class _Message(msgspec.Struct):
@@ -34,7 +35,7 @@ class _Completion(msgspec.Struct):
     created: int = 0
     model: str = ""
     choices: list[_Choice] = msgspec.field(default_factory=list)
-    usage: Usage | None = None
+    usage: msgspec.Raw = _ABSENT
     system_fingerprint: str | None = None
 
 
@@ -56,7 +57,7 @@ class _Chunk(msgspec.Struct):
     created: int = 0
     model: str = ""
     choices: list[_ChunkChoice] = msgspec.field(default_factory=list)
-    usage: Usage | None = None
+    usage: msgspec.Raw = _ABSENT
     system_fingerprint: str | None = None
 
 
@@ -98,7 +99,7 @@ def replay_as_sse(body: bytes, include_usage: bool) -> bytes | None:
                 }
             )
         )
-    if include_usage and done.usage is not None:
+    if include_usage and done.usage != _ABSENT:
         frames.append(_frame({**head, "choices": [], "usage": done.usage}))
     return b"".join(frames) + DONE_FRAME
 
@@ -113,7 +114,7 @@ class StreamAssembler:
         self._content: list[str] = []
         self._role = "assistant"
         self._finish: str | None = None
-        self._usage: Usage | None = None
+        self._usage: msgspec.Raw | None = None
         self.broken = False
         """True once the stream holds something this cannot assemble."""
 
@@ -136,7 +137,7 @@ class StreamAssembler:
             # the first chunk that answers: Azure opens with a `prompt_filter_results` chunk
             # whose id and model are empty
             self._chunk = chunk
-        if chunk.usage is not None:
+        if chunk.usage != _ABSENT:
             self._usage = chunk.usage
         for choice in chunk.choices:
             delta = choice.delta

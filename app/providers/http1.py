@@ -190,7 +190,12 @@ class Http1Pool:
             )
         return protocol
 
-    def _request(self, path: str, body: bytes) -> bytes:
+    def _request(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> bytes:
+        extra = (
+            "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+            if headers
+            else b""
+        )
         return b"".join(
             (
                 b"POST ",
@@ -198,6 +203,7 @@ class Http1Pool:
                 path.encode(),
                 b" HTTP/1.1\r\n",
                 self._static,
+                extra,
                 b"Content-Length: ",
                 str(len(body)).encode(),
                 b"\r\n\r\n",
@@ -206,14 +212,18 @@ class Http1Pool:
         )
 
     @contextlib.asynccontextmanager
-    async def post(self, path: str, body: bytes) -> AsyncIterator[_Connection]:
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[_Connection]:
         """Send a POST and yield its connection once the answer's head has arrived.
+
+        `headers` are sent with this request only, after the pool's own (a request signature).
 
         A reused keep-alive connection that turns out to be closed before any answer byte is
         retried once on a fresh one (the usual keep-alive race). Leaving the block before the
         answer is complete - an error, or cancellation - closes the connection.
         """
-        request = self._request(path, body)
+        request = self._request(path, body, headers)
         conn = await self._send(request)
         try:
             while not conn.head_done:

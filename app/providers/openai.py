@@ -73,9 +73,17 @@ class OpenAIAdapter:
     def name(self) -> str:
         return self._name
 
+    def path(self, operation: Operation, upstream_model: str) -> str:
+        """The upstream path of an operation, relative to the base URL (hostings override)."""
+        return operation.value
+
+    def body(self, payload: Payload, upstream_model: str) -> bytes:
+        """The upstream body (hostings override)."""
+        return encode_body(payload, upstream_model)
+
     async def send(self, payload: Payload, upstream_model: str) -> Reply:
         status, body, content_type = await self._transport.post(
-            payload.operation.value, encode_body(payload, upstream_model)
+            self.path(payload.operation, upstream_model), self.body(payload, upstream_model)
         )
         if status >= 300:
             raise UpstreamStatus(self._name, status, body, content_type)
@@ -86,7 +94,7 @@ class OpenAIAdapter:
         self, payload: Payload, upstream_model: str
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         async with self._transport.post_stream(
-            payload.operation.value, encode_body(payload, upstream_model)
+            self.path(payload.operation, upstream_model), self.body(payload, upstream_model)
         ) as pieces:
             yield _events(pieces)
 

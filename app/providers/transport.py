@@ -4,12 +4,19 @@ Adapters speak to `Transport` only, so the client can change without touching th
 `http1.Http1Pool` (see its docstring for why not httpx, aiohttp or pyreqwest). Timeouts are a
 connect timeout and a read timeout (the longest wait for the next bytes: the response head, or
 the next piece of a stream), never a whole-request timeout, which would cut long streams.
+
+Credentials are `httpx.Auth` objects (`app.providers.auth`), never adapter code. A static one
+(an API key header: it has `static_headers`) is applied once, to the pool's fixed headers; any
+other (SigV4, Google OAuth) runs its async flow for every request, on the exact method, URL and
+body that go out, and its headers are sent with that request only.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
+
+import httpx
 
 from app.domain import (
     StreamBroken,
@@ -24,6 +31,7 @@ MAX_BODY = 64 * 1024 * 1024
 """Largest non-streaming answer read from an upstream."""
 MAX_ERROR_BODY = 65536
 """Upstream error bodies are read up to this many bytes."""
+_TRANSPORT_HEADERS = frozenset({"host", "content-length", "content-type", "connection"})
 
 
 @contextlib.contextmanager
@@ -52,20 +60,46 @@ class Transport:
         *,
         connect_timeout: float,
         read_timeout: float,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
+        fixed = {"Content-Type": "application/json", **headers}
+        static = getattr(auth, "static_headers", None)
+        if isinstance(static, Mapping):
+            fixed.update(static)
+            auth = None
+        self._auth = auth
+        self._fixed = fixed
+        self._fixed_lower = {name.lower(): value for name, value in fixed.items()}
         self._pool = Http1Pool(
             self.base_url,
-            {"Content-Type": "application/json", **headers},
+            fixed,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
 
+    async def _sign(self, path: str, body: bytes) -> Mapping[str, str] | None:
+        """The per-request headers of the auth flow (None without one)."""
+        if self._auth is None:
+            return None
+        request = httpx.Request("POST", self.base_url + path, headers=self._fixed, content=body)
+        flow = self._auth.async_auth_flow(request)
+        try:
+            signed = await flow.__anext__()
+        finally:
+            await flow.aclose()
+        return {
+            name: value
+            for name, value in signed.headers.items()
+            if name not in _TRANSPORT_HEADERS and self._fixed_lower.get(name) != value
+        }
+
     async def post(self, path: str, body: bytes) -> tuple[int, bytes, str]:
         """POST and read the whole answer: (status, body, content type)."""
+        headers = await self._sign(path, body)
         with upstream_errors(self.provider):
-            async with self._pool.post(path, body) as answer:
+            async with self._pool.post(path, body, headers) as answer:
                 data = await self._pool.read_all(answer, MAX_BODY)
                 return answer.status, data, answer.content_type.decode("latin-1")
 
@@ -77,9 +111,10 @@ class Transport:
         Leaving the block early closes the connection: that is how a cancelled client
         request cancels the upstream one.
         """
+        headers = await self._sign(path, body)
         async with contextlib.AsyncExitStack() as stack:
             with upstream_errors(self.provider):
-                answer = await stack.enter_async_context(self._pool.post(path, body))
+                answer = await stack.enter_async_context(self._pool.post(path, body, headers))
                 if answer.status >= 300:
                     data = await self._pool.read_all(answer, MAX_ERROR_BODY)
                     raise UpstreamStatus(

@@ -54,9 +54,19 @@ class FakeUpstream:
 
     @classmethod
     def start(
-        cls, port: int | None = None, api_key: str = "sk-fake", workers: int = 1
+        cls,
+        port: int | None = None,
+        api_key: str = "sk-fake",
+        workers: int = 1,
+        *,
+        module: str = "tests.fakes.upstreams.openai",
+        args: tuple[str, ...] = (),
     ) -> FakeUpstream:
-        """Start a server (on a free port when `port` is None) and wait until it answers."""
+        """Start a server (on a free port when `port` is None) and wait until it answers.
+
+        `module` is the fake to run (each vendor's fake takes `--host --port --api-key
+        --workers` and serves `/_fake/stats`, `/_fake/reset`); `args` are its own options.
+        """
         if port is None:
             port = free_port()
         elif not _port_is_free(port):
@@ -67,7 +77,7 @@ class FakeUpstream:
             [
                 sys.executable,
                 "-m",
-                "tests.fakes.upstreams.openai",
+                module,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -76,6 +86,7 @@ class FakeUpstream:
                 api_key,
                 "--workers",
                 str(workers),
+                *args,
             ],
             cwd=REPO,
             env={**os.environ, "PYTHONPATH": pythonpath},

@@ -14,7 +14,13 @@ COMPLETION = (
     b'"usage":{"prompt_tokens":21,"completion_tokens":6,"total_tokens":27,'
     b'"prompt_tokens_details":{"cached_tokens":0}},"system_fingerprint":"fp_0ba0d124f1"}'
 )
-USAGE = {"prompt_tokens": 21, "completion_tokens": 6, "total_tokens": 27}
+USAGE = {
+    "prompt_tokens": 21,
+    "completion_tokens": 6,
+    "total_tokens": 27,
+    "prompt_tokens_details": {"cached_tokens": 0},
+}
+"""The replayed usage is the upstream's, field for field."""
 
 
 def _chunks(stream: bytes) -> list[dict[str, Any]]:
@@ -163,7 +169,7 @@ def test_a_stream_fed_in_any_grouping_assembles_into_the_completion(
             }
         ],
         "system_fingerprint": "fp_44709d6fcb",
-        "usage": USAGE,
+        "usage": {"prompt_tokens": 21, "completion_tokens": 6, "total_tokens": 27},
     }
 
 
