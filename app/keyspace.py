@@ -70,6 +70,15 @@ class Keyspace:
         return f"{self.prefix}:usage"
 
     @property
+    def quota_marker(self) -> str:
+        """String: set once the spend counters are known to be whole (`workers/quota.py`).
+
+        Gone together with the usage stream's group means Redis lost its data: the control
+        plane then rebuilds the counters from SQLite before recording again.
+        """
+        return f"{self.prefix}:quota:synced"
+
+    @property
     def usage_group(self) -> str:
         return "recorder"
 

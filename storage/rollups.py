@@ -9,6 +9,7 @@ exactly; `cost_usd` is rewritten from the new `cost_nano` total.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import apsw
 
@@ -111,3 +112,20 @@ def hour_of(created_at: str) -> str:
 def day_of(created_at: str) -> str:
     """Start of the UTC day of a stored time (`2026-01-01T10:42:07.123Z` → `…T00:00:00.000Z`)."""
     return f"{created_at[:10]}T00:00:00.000Z"
+
+
+def spend_by_key(conn: apsw.Connection, days: tuple[str, str] | None = None) -> dict[str, int]:
+    """Nano-USD recorded per key, from the daily rollups (raw-row retention cannot shrink it).
+
+    Args:
+        conn: the database.
+        days: `(first, after_last)` as `YYYY-MM-DD` UTC days; None sums every day (the
+            `total` budget period).
+    """
+    sql = "SELECT key_id, SUM(cost_nano) FROM usage_rollups WHERE period = 'daily'"
+    params: tuple[str, ...] = ()
+    if days is not None:
+        sql += " AND bucket >= ? AND bucket < ?"
+        params = (f"{days[0]}T00:00:00.000Z", f"{days[1]}T00:00:00.000Z")
+    rows = conn.execute(sql + " GROUP BY key_id HAVING SUM(cost_nano) > 0", params).fetchall()
+    return {str(key_id): int(cast(int, total)) for key_id, total in rows}

@@ -40,6 +40,7 @@ from storage.db import Database
 from storage.errors import StorageError
 from storage.records import UsageRecord, format_time
 from storage.rollups import record_usage
+from workers.quota import QuotaSync
 
 log = structlog.get_logger("gandalf.recorder")
 
@@ -130,6 +131,7 @@ class Recorder:
         db: Database,
         *,
         consumer: str | None = None,
+        quota: QuotaSync | None = None,
         batch_size: int = 2000,
         block_ms: int = 1000,
         min_idle_ms: int = 30_000,
@@ -145,6 +147,7 @@ class Recorder:
             keyspace: the stream and group names.
             db: where usage is stored.
             consumer: this recorder's name in the group; unique per process by default.
+            quota: rebuilds the spend counters when Redis lost them (None: never).
             batch_size: most entries read, stored and acknowledged together. A backlog is
                 recorded at about 18,000 events/s in batches of 1,000, 22,500 of 2,000 and
                 25,800 of 5,000 (loadtests/recorder_bench.py, 2 cores); a batch of 2,000
@@ -164,6 +167,7 @@ class Recorder:
         self._stream = keyspace.usage_stream
         self._group = keyspace.usage_group
         self.consumer = consumer or consumer_name()
+        self._quota = quota
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.min_idle_ms = min_idle_ms
@@ -241,12 +245,32 @@ class Recorder:
         await self._drained.wait()
 
     async def ensure_group(self) -> None:
-        """Create the stream and the consumer group unless they exist."""
+        """Create the stream and the consumer group unless they exist.
+
+        A missing group means Redis lost the stream (or never had it): quota sync first gets
+        its chance to rebuild the spend counters, before anything from the new stream is
+        recorded (see `workers/quota.py` for why that order matters).
+        """
+        exists = await self._group_exists()
+        if self._quota is not None:
+            await self._quota.check(group_exists=exists)
+        if exists:
+            return
         try:
             await self._client.xgroup_create(self._stream, self._group, id="0", mkstream=True)
         except aioredis.ResponseError as exc:
             if not str(exc).startswith("BUSYGROUP"):
                 raise
+
+    async def _group_exists(self) -> bool:
+        try:
+            groups = await self._client.xinfo_groups(self._stream)
+        except aioredis.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return False
+            raise
+        name = self._group.encode()
+        return any(group["name"] in (name, self._group) for group in groups)
 
     async def read(self, cursor: str) -> list[Entry]:
         """One batch: `>` new entries (waiting up to `block_ms`), `0` this consumer's pending."""

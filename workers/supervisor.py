@@ -34,6 +34,7 @@ from workers.admin.app import create_admin_app
 from workers.embedded_redis import EmbeddedRedis
 from workers.processes import ChildFailed, DataPlaneProcess
 from workers.publisher import Publisher
+from workers.quota import QuotaSync
 from workers.recorder import Recorder
 from workers.snapshots import load_identities, load_snapshot
 
@@ -83,7 +84,7 @@ class Supervisor:
                 log.warning(
                     "redis unavailable at start; will publish when it answers", error=str(exc)
                 )
-            recorder = Recorder(client, keyspace, db)
+            recorder = Recorder(client, keyspace, db, quota=QuotaSync(client, keyspace, db))
             server = self._admin_server(db, publisher, client, keyspace)
             data_plane = self._data_plane(redis_url)
             code = 0

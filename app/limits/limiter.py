@@ -265,18 +265,29 @@ def spend_period(budget_period: str, now: datetime) -> str:
     return f"m:{day.year}-{day.month:02d}"
 
 
-def _period_end(period: str) -> date:
+def period_days(period: str) -> tuple[date, date]:
+    """The first day of a spend period and the day after its last (UTC days).
+
+    Raises:
+        ValueError: `total` (it has no days) or a name `spend_period` does not make.
+    """
     kind, _, name = period.partition(":")
     if kind == "d":
-        return date.fromisoformat(name) + timedelta(days=1)
+        start = date.fromisoformat(name)
+        return start, start + timedelta(days=1)
     if kind == "w":
         year, _, week = name.partition("-W")
-        return date.fromisocalendar(int(year), int(week), 1) + timedelta(weeks=1)
+        start = date.fromisocalendar(int(year), int(week), 1)
+        return start, start + timedelta(weeks=1)
     if kind == "m":
         year, _, month = name.partition("-")
         start = date(int(year), int(month), 1)
-        return (start + timedelta(days=32)).replace(day=1)
+        return start, (start + timedelta(days=32)).replace(day=1)
     raise ValueError(f"unknown spend period {period!r}")
+
+
+def _period_end(period: str) -> date:
+    return period_days(period)[1]
 
 
 def spend_ttl(period: str, now: datetime) -> int:

@@ -28,6 +28,7 @@ TRIPS_KEY = "gnd_limits-trips-key-0000000000000000000000000"
 STREAM_KEY = "gnd_limits-stream-key-000000000000000000000000"
 CUT_KEY = "gnd_limits-cut-key-00000000000000000000000000000"
 FAILING_KEY = "gnd_limits-failing-key-0000000000000000000000000"
+FLUSH_KEY = "gnd_limits-flush-key-00000000000000000000000000"
 # `[{"role":"user","content":"hello"}]` is 35 bytes: ceil(35 / 4) + 4 per message + 3 = 16
 # tokens estimated. The fake answers "hello" with 5 // 4 + 1 = 2 prompt tokens; told to send
 # 14 completion tokens it uses exactly the 16 estimated, so nothing is refunded or charged
@@ -62,6 +63,7 @@ def _limits_config(config: dict[str, Any]) -> None:
         {"name": "stream", "key": STREAM_KEY, "tpm_limit": 600},
         {"name": "cut", "key": CUT_KEY, "tpm_limit": 600},
         {"name": "failing", "key": FAILING_KEY, "max_budget": round(2 * 14 * 0.001, 6)},
+        {"name": "flush", "key": FLUSH_KEY, "max_budget": round(4 * 14 * 0.001, 6)},
     ]
 
 
@@ -314,14 +316,19 @@ def test_error_bodies_of_refusals_are_openai_shaped(limited: Gateway) -> None:
     assert error["code"] == "rate_limit_exceeded"
 
 
-def test_each_request_runs_one_admission_and_one_settlement(limited: Gateway) -> None:
-    """Counted on the Redis side: per request, the two script calls, never reloaded."""
+def _redis(gateway: Gateway) -> redis.Redis:
+    """A client of the gateway's embedded Redis (its socket is in the supervisor's log)."""
     socket = next(
         msgspec.json.decode(line)["socket"]
-        for line in limited.logs().splitlines()
+        for line in gateway.logs().splitlines()
         if "embedded redis started" in line
     )
-    client = redis.Redis(unix_socket_path=socket)
+    return redis.Redis(unix_socket_path=socket)
+
+
+def test_each_request_runs_one_admission_and_one_settlement(limited: Gateway) -> None:
+    """Counted on the Redis side: per request, the two script calls, never reloaded."""
+    client = _redis(limited)
     try:
         for _ in range(8):  # every worker has the key cached
             assert _status(limited, TRIPS_KEY).status_code == 200
@@ -395,3 +402,45 @@ def test_failed_requests_give_their_budget_back(limited: Gateway, upstream: Fake
             httpx.post(f"{limited.url}/chat/completions", content=body, headers=headers).status_code
         )
     assert statuses == [200, 200, 429]  # the budget of two requests was all still there
+
+
+def test_a_budget_still_holds_after_redis_forgets_everything(
+    limited: Gateway, upstream: FakeUpstream
+) -> None:
+    """FLUSHALL: the spend counter is rebuilt from SQLite; the budget is not handed out again.
+
+    (Last in this module: it wipes the limiter state the other tests use.)
+    """
+    upstream.set_behaviour(model="up-budget", chunks=14)
+    body = HELLO % (b"budget", b',"max_tokens":14')
+    headers = {"authorization": f"Bearer {FLUSH_KEY}", "content-type": "application/json"}
+
+    def post() -> int:
+        return httpx.post(
+            f"{limited.url}/chat/completions", content=body, headers=headers, timeout=10
+        ).status_code
+
+    before = _recorded(limited, "budget")
+    assert [post() for _ in range(3)] == [200, 200, 200]  # 3 of the 4 requests' budget spent
+    deadline = time.monotonic() + 10
+    while _recorded(limited, "budget") < before + 3:  # in SQLite, where the rebuild reads
+        assert time.monotonic() < deadline, "the usage was not recorded"
+        time.sleep(0.1)
+    client = _redis(limited)
+    try:
+        client.flushall()
+        deadline = time.monotonic() + 15
+        while not client.exists("gandalf:quota:synced"):  # the recorder noticed and rebuilt
+            assert time.monotonic() < deadline, "the spend counters were not rebuilt"
+            time.sleep(0.1)
+        while _status(limited, TRIPS_KEY).status_code != 200:  # keys published again
+            assert time.monotonic() < deadline, "the keys were not published again"
+            time.sleep(0.1)
+        assert [post() for _ in range(3)] == [200, 429, 429]
+    finally:
+        client.close()
+
+
+def _recorded(gateway: Gateway, model: str) -> int:
+    page = admin_call(gateway, "GET", f"/usage?model={model}&limit=1").json()
+    return int(page["pagination"]["total"])
