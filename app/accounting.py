@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import structlog
@@ -36,14 +36,13 @@ from app.domain import (
 )
 from app.keyspace import Keyspace
 from app.limits.limiter import Admission, Client, Limiter, Limits, spend_period, spend_ttl
-from app.pricing import PriceTable
+from app.pricing import NANO_PER_USD, PriceTable
 from app.resp import REDIS_ERRORS
 from app.routing.router import Route
 
 log = structlog.get_logger("gandalf.accounting")
 _encode_event = msgspec.json.Encoder().encode
 
-_NANO_PER_USD = 1_000_000_000
 SETTLE_DELAY = 0.002
 """Seconds a settlement waits for others to share its round trip."""
 _DEGRADED_LOG_EVERY = 10.0
@@ -97,6 +96,14 @@ class Ticket:
         return self.cache_key is not None
 
 
+class Spend(NamedTuple):
+    period: str
+    """The spend period's name (`m:2026-11`, …, `total`)."""
+    spent_nano: int
+    reserved_nano: int
+    """Estimated cost of the key's requests in flight."""
+
+
 class Accounting:
     """Admission and settlement of requests against the shared state in Redis."""
 
@@ -138,7 +145,7 @@ class Accounting:
         return Limits(
             rpm=identity.rpm_limit or self._default_rpm,
             tpm=identity.tpm_limit or self._default_tpm,
-            budget_nano=round(budget * _NANO_PER_USD),
+            budget_nano=round(budget * NANO_PER_USD),
         )
 
     async def admit(
@@ -190,6 +197,26 @@ class Accounting:
         ticket.cached = bytes(cached) if cached is not None else None
         return ticket
 
+    async def spend(self, identity: Identity) -> Spend:
+        """What the key spent in its current budget period, and holds reserved, from Redis.
+
+        Raises:
+            ServiceUnavailable: Redis is unreachable.
+        """
+        period = self._period(identity.budget_period)
+        names = (
+            self._keyspace.spend(identity.key_id, period),
+            self._keyspace.reserved(identity.key_id),
+        )
+        try:
+            spent, reserved = await self._run(lambda pipe: [pipe.get(name) for name in names])
+            for result in (spent, reserved):
+                if isinstance(result, BaseException):
+                    raise result
+        except REDIS_ERRORS as exc:
+            raise ServiceUnavailable("usage is unavailable; try again shortly") from exc
+        return Spend(period, int(spent or 0), max(0, int(reserved or 0)))
+
     def _queue_admission(self, pipe: Any, ticket: Ticket, limited: object, lookup: bool) -> None:
         if limited:
             self._limiter.queue_admit(
@@ -223,6 +250,25 @@ class Accounting:
         models = {target.model for group in route.groups for target in group} or {payload.model}
         return max(self.prices.cost_nano(m, payload.input_tokens, output) for m in models)
 
+    def charge(
+        self, ticket: Ticket, upstream_model: str, usage: Usage | None, estimated: bool = False
+    ) -> tuple[Usage, int, bool]:
+        """What an answer is charged: (usage, nano-USD, estimated).
+
+        Its usage at the upstream model's price; the admission estimate (then `estimated`)
+        when the answer has no usage.
+        """
+        if usage is None:
+            usage = Usage(prompt_tokens=ticket.tokens, total_tokens=ticket.tokens)
+            estimated = True
+        cost = self.prices.cost_nano(
+            upstream_model or ticket.model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+        )
+        return usage, cost, estimated
+
     def finish(
         self,
         ticket: Ticket,
@@ -249,15 +295,7 @@ class Accounting:
         if cached or (usage is None and status != 200):
             usage, cost = Usage(), 0
         else:
-            if usage is None:
-                usage = Usage(prompt_tokens=ticket.tokens, total_tokens=ticket.tokens)
-                estimated = True
-            cost = self.prices.cost_nano(
-                upstream_model or ticket.model,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.cached_tokens,
-            )
+            usage, cost, estimated = self.charge(ticket, upstream_model, usage, estimated)
         identity = ticket.identity
         event = UsageEvent(
             request_id=ticket.request_id,

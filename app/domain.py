@@ -11,6 +11,7 @@ Error tree (each class carries the HTTP status, the OpenAI error `type` and `cod
     ├── Forbidden                        403 invalid_request_error / permission_denied
     ├── ModelNotFound                    404 invalid_request_error / model_not_found
     ├── MethodNotAllowed                 405 invalid_request_error
+    ├── NotImplementedByGateway          501 api_error
     ├── ServiceUnavailable               503 api_error
     ├── RateLimited                      429 requests / rate_limit_exceeded (+ Retry-After)
     ├── QuotaExceeded                    429 insufficient_quota
@@ -80,6 +81,12 @@ class ModelNotFound(GatewayError):
 class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"
+
+
+class NotImplementedByGateway(GatewayError):
+    """A feature this gateway's setup does not provide (e.g. usage without Redis)."""
+
+    status = 501
 
 
 class ServiceUnavailable(GatewayError):

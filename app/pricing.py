@@ -18,6 +18,7 @@ USDPerMillion = Annotated[float, msgspec.Meta(ge=0)]
 """A price in USD per million tokens."""
 
 _PICO_PER_NANO = 1000
+NANO_PER_USD = 1_000_000_000
 _PICO_PER_USD_PER_MILLION = Decimal(1_000_000)
 """$1 per million tokens is 1e-6 USD a token, which is 1e6 pico-USD."""
 

@@ -95,6 +95,11 @@ class ServerConfig(_Section, frozen=True):
     """Where the supervisor serves the admin API (the data plane forwards /admin/v1 to it)."""
     control_url: str = ""
     """URL of the supervisor's admin API as seen by the data plane; empty = from admin_addr."""
+    x_gateway: bool = False
+    """Add the `x_gateway` object (provider, latency_ms, cost_usd, cache_hit, request_id) to
+    every chat answer, and a final `: x_gateway {…}` comment to streams. Off by default, so
+    strict clients get plain OpenAI bodies; one request asks for it with the header
+    `X-Gateway-Metadata: true`."""
 
     @property
     def host(self) -> str:

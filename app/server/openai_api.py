@@ -21,17 +21,23 @@ from litestar import asgi
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
 
-from app.accounting import Ticket
+from app.accounting import Spend, Ticket
 from app.cache.replay import replay_as_sse
 from app.domain import (
+    Forbidden,
     GatewayError,
     Identity,
     MethodNotAllowed,
+    NotImplementedByGateway,
     Operation,
     Payload,
+    Permission,
     StreamBroken,
+    Usage,
 )
+from app.limits.limiter import period_days
 from app.metering import StreamMeter
+from app.pricing import NANO_PER_USD
 from app.providers.sse import DONE_FRAME, ERROR_FRAME
 from app.routing.router import Route
 from app.server.asgi import ClientDisconnected, header, read_body, respond, wait_for_disconnect
@@ -42,6 +48,7 @@ from app.server.state import WorkerState
 
 log = structlog.get_logger("gandalf.request")
 
+_encode = msgspec.json.encode
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 CLIENT_CLOSED = 499
 """Status logged for a request whose client went away (nginx's convention)."""
@@ -76,6 +83,7 @@ class OpenAIApi:
         handlers = [asgi(path, copy_scope=False)(fn) for path, fn in self.hot_paths().items()]
         # A mount, so that model ids with slashes (`org/model`) can be retrieved.
         handlers.append(asgi("/v1/models", is_mount=True, copy_scope=False)(self._models_handler()))
+        handlers.append(asgi("/v1/usage", copy_scope=False)(self._usage_handler()))
         return handlers
 
     def _op(self, operation: Operation) -> Handler:
@@ -87,6 +95,12 @@ class OpenAIApi:
     def _models_handler(self) -> Handler:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
             await self.models(scope, send)
+
+        return handler
+
+    def _usage_handler(self) -> Handler:
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            await self.usage(scope, send)
 
         return handler
 
@@ -110,8 +124,15 @@ class OpenAIApi:
             model = payload.model
             route = state.gateway.resolve(identity, payload)
             ticket = await self._admit(identity, payload, rid, route, scope)
+            meta = self._metadata(scope, rid, started)
             status, provider = await self._answer(
-                operation, route, payload, ticket=ticket, channel=(receive, send), extra=extra
+                operation,
+                route,
+                payload,
+                ticket=ticket,
+                channel=(receive, send),
+                extra=extra,
+                meta=meta,
             )
         except GatewayError as exc:
             status, error, content_type = render(exc)
@@ -149,6 +170,7 @@ class OpenAIApi:
         ticket: Ticket | None,
         channel: tuple[Receive, Send],
         extra: list[tuple[bytes, bytes]],
+        meta: Metadata | None,
     ) -> tuple[int, str]:
         """From the cache, as a stream or as one answer; returns the status and provider."""
         receive, send = channel
@@ -160,6 +182,8 @@ class OpenAIApi:
         if ticket is not None and answer is not None:
             content_type = b"text/event-stream" if payload.stream else JSON
             headers = [*SSE_EXTRA, *extra] if payload.stream else extra
+            if meta is not None:
+                answer = meta.attach(answer, payload.stream, provider="cache", cost_nano=0)
             try:
                 await respond(send, 200, answer, content_type, headers)
             finally:
@@ -167,8 +191,10 @@ class OpenAIApi:
                     self._state.accounting.finish(ticket, status=200, cached=True)
             return 200, "cache"
         if payload.stream and operation is not Operation.EMBEDDINGS:
-            return await self._stream(route, payload, receive, send, extra, ticket=ticket)
-        return await self._complete(route, payload, send, extra, ticket)
+            return await self._stream(
+                route, payload, receive, send, extra, ticket=ticket, meta=meta
+            )
+        return await self._complete(route, payload, send, extra, ticket=ticket, meta=meta)
 
     async def _admit(
         self, identity: Identity, payload: Payload, rid: bytes, route: Route, scope: Scope
@@ -190,7 +216,9 @@ class OpenAIApi:
         payload: Payload,
         send: Send,
         extra: list[tuple[bytes, bytes]],
+        *,
         ticket: Ticket | None,
+        meta: Metadata | None,
     ) -> tuple[int, str]:
         accounting = self._state.accounting if ticket is not None else None
         try:
@@ -202,8 +230,12 @@ class OpenAIApi:
                 )
             raise
         status = 200
+        body = reply.body
+        if meta is not None:
+            cost = self._cost(ticket, target.model, reply.usage)
+            body = meta.attach(body, False, provider=target.provider.name, cost_nano=cost)
         try:
-            await respond(send, 200, reply.body, JSON, extra)
+            await respond(send, 200, body, JSON, extra)
         except ClientDisconnected:
             status = CLIENT_CLOSED  # the answer was paid for all the same
             raise
@@ -228,6 +260,7 @@ class OpenAIApi:
         extra: list[tuple[bytes, bytes]],
         *,
         ticket: Ticket | None,
+        meta: Metadata | None = None,
     ) -> tuple[int, str]:
         """Open the upstream stream (failover happens here) and pump it to the client.
 
@@ -258,6 +291,10 @@ class OpenAIApi:
                         provider, model = target.provider.name, target.model
                         await writer.start()
                         status = await _pump(events, writer, meter)
+                        if meta is not None:
+                            used = meter.used(payload.input_tokens) if status == 200 else None
+                            cost = self._cost(ticket, model, used)
+                            await writer.write(meta.comment(provider, cost))
                         await writer.finish(DONE_FRAME)
                     except GatewayError as exc:
                         failure = exc
@@ -313,6 +350,24 @@ class OpenAIApi:
             store=meter.assembler.body() if meter.assembler is not None and complete else None,
         )
 
+    def _metadata(self, scope: Scope, rid: bytes, started: float) -> Metadata | None:
+        """The `x_gateway` builder when the config or the request asks for it, else None."""
+        asked = header(scope, b"x-gateway-metadata")
+        if self._state.x_gateway or (asked is not None and asked.lower() in (b"true", b"1")):
+            return Metadata(rid.decode(), started)
+        return None
+
+    def _cost(self, ticket: Ticket | None, model: str, usage: Usage | None) -> int:
+        """What the answer is charged, as accounting charges it (or priced plainly without it)."""
+        accounting = self._state.accounting
+        if accounting is not None and ticket is not None:
+            return accounting.charge(ticket, model, usage)[1]
+        if usage is None:
+            return 0
+        return self._state.prices.cost_nano(
+            model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+        )
+
     async def models(self, scope: Scope, send: Send) -> None:
         rid = request_id(scope)
         extra = [(b"x-request-id", rid)]
@@ -327,6 +382,95 @@ class OpenAIApi:
         except GatewayError as exc:
             status, error, content_type = render(exc)
             await respond(send, status, error, content_type, extra)
+
+    async def usage(self, scope: Scope, send: Send) -> None:
+        """`GET /v1/usage`: the calling key's spend, budget and period, from Redis.
+
+        The spend counter is what admission enforces, so this is the number that decides the
+        next request, in-flight reservations aside (given as `reserved_usd`).
+        """
+        extra = [(b"x-request-id", request_id(scope))]
+        try:
+            method = scope.get("method")
+            if method != "GET":
+                raise MethodNotAllowed(f"method {method} not allowed; use GET")
+            identity = await self._state.authenticator.authenticate(header(scope, b"authorization"))
+            if not (identity.can(Permission.USE_MODELS) or identity.can(Permission.VIEW_OWN_USAGE)):
+                raise Forbidden("this key may not view usage")
+            accounting = self._state.accounting
+            if accounting is None:
+                raise NotImplementedByGateway("usage tracking not enabled (it needs Redis)")
+            spend = await accounting.spend(identity)
+            await respond(send, 200, _encode(usage_report(identity, spend)), JSON, extra)
+        except GatewayError as exc:
+            status, error, content_type = render(exc)
+            await respond(send, status, error, content_type, extra)
+
+
+class Metadata:
+    """The opt-in `x_gateway` object of one request (the ai-gateway's fields)."""
+
+    __slots__ = ("request_id", "started")
+
+    def __init__(self, request_id: str, started: float) -> None:
+        self.request_id = request_id
+        self.started = started
+        """`time.perf_counter()` when the request arrived."""
+
+    def render(self, provider: str, cost_nano: int) -> bytes:
+        return _encode(
+            {
+                "provider": provider,
+                "latency_ms": int((time.perf_counter() - self.started) * 1000),
+                "cost_usd": cost_nano / NANO_PER_USD,
+                "cache_hit": provider == "cache",
+                "request_id": self.request_id,
+            }
+        )
+
+    def comment(self, provider: str, cost_nano: int) -> bytes:
+        """The SSE comment that ends a stream: ignored by every SSE parser that did not ask."""
+        return b": x_gateway " + self.render(provider, cost_nano) + b"\n\n"
+
+    def attach(self, answer: bytes, stream: bool, *, provider: str, cost_nano: int) -> bytes:
+        """`answer` (a JSON object, or an SSE stream ending in `[DONE]`) with the metadata."""
+        if stream:
+            if not answer.endswith(DONE_FRAME):
+                return answer
+            done = len(answer) - len(DONE_FRAME)
+            return answer[:done] + self.comment(provider, cost_nano) + DONE_FRAME
+        body = answer.rstrip()
+        if not body.endswith(b"}"):
+            return answer
+        head = body[:-1].rstrip()
+        comma = b"" if head.endswith(b"{") else b","
+        return head + comma + b'"x_gateway":' + self.render(provider, cost_nano) + b"}"
+
+
+def usage_report(identity: Identity, spend: Spend) -> dict[str, object]:
+    """The body of `GET /v1/usage` (the ai-gateway fields, plus the key's own)."""
+    budget = identity.max_budget or None
+    spent = spend.spent_nano / NANO_PER_USD
+    report: dict[str, object] = {
+        "object": "usage",
+        "key_id": identity.key_id,
+        "tenant_id": identity.org_id,
+        "org_id": identity.org_id,
+        "budget_period": identity.budget_period,
+        "period_start": None,
+        "period_end": None,
+        "total_cost_usd": spent,
+        "total_cost_nano_usd": spend.spent_nano,
+        "reserved_usd": spend.reserved_nano / NANO_PER_USD,
+        "budget_usd": budget,
+        "remaining_usd": None if budget is None else max(0.0, budget - spent),
+        "budget_used_pct": None if budget is None else round(100 * spent / budget, 6),
+    }
+    if spend.period != "total":
+        first, after = period_days(spend.period)
+        report["period_start"] = f"{first.isoformat()}T00:00:00Z"
+        report["period_end"] = f"{after.isoformat()}T00:00:00Z"
+    return report
 
 
 def _cached_answer(ticket: Ticket | None, payload: Payload) -> bytes | None:

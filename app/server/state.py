@@ -34,6 +34,8 @@ class WorkerState:
         self.config = config
         self.max_body_bytes = config.server.max_body_bytes
         self.keepalive_interval = config.server.keepalive_interval
+        self.x_gateway = config.server.x_gateway
+        self.prices = config.pricing.table()
         self.authenticator = Authenticator(StaticKeys(identities_from_config(config.keys)))
         self.model_list = ModelList((), int(time.time()))
         self._secrets = {p.name: p.resolved_api_key for p in config.providers}
@@ -118,9 +120,7 @@ class WorkerState:
             stack.push_async_callback(self.redis.aclose)
             hot = RespClient(self.config.redis.url, timeout=2)
             stack.push_async_callback(hot.aclose)
-            self.accounting = Accounting(
-                hot, self.keyspace, self.config.pricing.table(), self.config
-            )
+            self.accounting = Accounting(hot, self.keyspace, self.prices, self.config)
             await self.accounting.start()
             keys = KeyCache(self.redis, self.keyspace)
             self.authenticator = Authenticator(keys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,12 @@ pytestmark = pytest.mark.e2e
 
 # 1000 USD per million output tokens, 100 per million input: the fake answers with 20 tokens
 PRICE = {"input": 100, "output": 1000}
+BUDGETED_KEY = "gnd_usage-budgeted-key-000000000000000000000000"
+
+
+def _cost(usage: Any) -> int:
+    """Nano-USD of an answer at PRICE."""
+    return int(usage.prompt_tokens * 100_000 + usage.completion_tokens * 1_000_000)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +35,7 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
         {"model_alias": "priced", "targets": [{"provider": "fake", "model": "up-priced"}]}
     )
     config["pricing"] = {"models": {"up-priced": PRICE}}
+    config["keys"].append({"name": "budgeted", "key": BUDGETED_KEY, "max_budget": 2.5})
     with Gateway(config, workdir, command="run", env={"GANDALF_ADMIN_KEY": ADMIN_KEY}) as gw:
         yield gw
 
@@ -57,7 +65,7 @@ def test_streamed_and_plain_requests_record_the_same_tokens_and_cost(gateway: Ga
         assert row["completion_tokens"] == plain.usage.completion_tokens
         assert row["usage_source"] == "provider"
         assert row["upstream_model"] == "up-priced" and row["provider_id"] == "fake"
-    expected = plain.usage.prompt_tokens * 100_000 + plain.usage.completion_tokens * 1_000_000
+    expected = _cost(plain.usage)
     assert [row["cost_nano"] for row in rows] == [expected, expected]
     assert sum(row.get("ttft_ms") is not None for row in rows) == 1  # the stream's
 
@@ -102,3 +110,95 @@ def test_the_summary_adds_up_the_rows(gateway: Gateway) -> None:
     assert sum(r["request_count"] for r in summary) == len(rows)
     assert sum(r["cost_nano"] for r in summary) == sum(r.get("cost_nano", 0) for r in rows)
     assert sum(r["total_tokens"] for r in summary) == sum(r["total_tokens"] for r in rows)
+
+
+def _own_usage(gateway: Gateway, key: str) -> httpx.Response:
+    return httpx.get(f"{gateway.url}/usage", headers={"authorization": f"Bearer {key}"})
+
+
+def test_a_key_sees_its_own_spend_budget_and_period(gateway: Gateway) -> None:
+    client = openai.OpenAI(base_url=gateway.url, api_key=BUDGETED_KEY, max_retries=0)
+    messages = [{"role": "user", "content": "what do I owe"}]
+    answers = [client.chat.completions.create(model="priced", messages=messages) for _ in range(2)]  # type: ignore[arg-type]
+    spent = sum(_cost(answer.usage) for answer in answers)
+    deadline = time.monotonic() + 5
+    while (report := _own_usage(gateway, BUDGETED_KEY).json())["total_cost_nano_usd"] != spent:
+        assert time.monotonic() < deadline, report  # settlements land within milliseconds
+        time.sleep(0.05)
+    today = time.gmtime()
+    next_month = (today.tm_year + today.tm_mon // 12, today.tm_mon % 12 + 1)
+    assert report["period_start"] == f"{today.tm_year}-{today.tm_mon:02d}-01T00:00:00Z"
+    assert report["period_end"] == f"{next_month[0]}-{next_month[1]:02d}-01T00:00:00Z"
+    assert report["budget_period"] == "monthly"
+    assert report["budget_usd"] == 2.5
+    assert report["total_cost_usd"] == spent / 1e9
+    assert report["remaining_usd"] == 2.5 - spent / 1e9
+    assert report["budget_used_pct"] == round(100 * spent / 1e9 / 2.5, 6)
+    assert report["reserved_usd"] == 0
+    assert report["tenant_id"] == report["org_id"] == "default"
+
+
+def test_own_usage_without_a_budget_and_its_refusals(gateway: Gateway) -> None:
+    unbudgeted = _own_usage(gateway, TEST_KEY)
+    assert unbudgeted.status_code == 200
+    report = unbudgeted.json()
+    assert (report["budget_usd"], report["remaining_usd"], report["budget_used_pct"]) == (
+        None,
+        None,
+        None,
+    )
+    anonymous = httpx.get(f"{gateway.url}/usage")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "invalid_api_key"
+    posted = httpx.post(f"{gateway.url}/usage", headers={"authorization": f"Bearer {TEST_KEY}"})
+    assert posted.status_code == 405
+
+
+def test_x_gateway_metadata_only_when_asked(gateway: Gateway) -> None:
+    body = {"model": "priced", "messages": [{"role": "user", "content": "meta please"}]}
+    auth = {"authorization": f"Bearer {TEST_KEY}"}
+    plain = httpx.post(f"{gateway.url}/chat/completions", json=body, headers=auth)
+    assert plain.status_code == 200
+    assert "x_gateway" not in plain.json()
+
+    asked = httpx.post(
+        f"{gateway.url}/chat/completions",
+        json=body,
+        headers={**auth, "x-gateway-metadata": "true"},
+    )
+    answer = asked.json()
+    meta = answer.pop("x_gateway")
+    assert set(answer) == set(plain.json())  # the rest of the body is untouched
+    assert meta["provider"] == "fake"
+    assert meta["cache_hit"] is False
+    assert meta["request_id"] == asked.headers["x-request-id"]
+    usage = openai.types.CompletionUsage(**answer["usage"])
+    assert meta["cost_usd"] == _cost(usage) / 1e9
+    assert isinstance(meta["latency_ms"], int) and meta["latency_ms"] >= 0
+
+
+def test_x_gateway_ends_a_stream_as_a_comment_the_sdk_ignores(gateway: Gateway) -> None:
+    client = openai.OpenAI(base_url=gateway.url, api_key=TEST_KEY, max_retries=0)
+    messages = [{"role": "user", "content": "meta stream"}]
+    plain = client.chat.completions.create(model="priced", messages=messages)  # type: ignore[arg-type]
+    chunks = list(
+        client.chat.completions.create(
+            model="priced",
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            extra_headers={"x-gateway-metadata": "true"},
+        )
+    )
+    assert all(chunk.choices for chunk in chunks)  # nothing extra reached the SDK's iterator
+    raw = httpx.post(
+        f"{gateway.url}/chat/completions",
+        json={"model": "priced", "messages": messages, "stream": True},
+        headers={"authorization": f"Bearer {TEST_KEY}", "x-gateway-metadata": "1"},
+    )
+    events = raw.text.split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    comment = events[-3]
+    assert comment.startswith(": x_gateway ")
+    meta = json.loads(comment.removeprefix(": x_gateway "))
+    assert meta["provider"] == "fake" and meta["request_id"] == raw.headers["x-request-id"]
+    assert meta["cost_usd"] == _cost(plain.usage) / 1e9  # the same exchange costs the same
