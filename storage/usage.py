@@ -188,3 +188,19 @@ def upsert_rollups(conn: apsw.Connection, rollups: Iterable[Rollup]) -> int:
             rows,
         )
     return len(rows)
+
+
+def delete_usage_before(conn: apsw.Connection, cutoff: str, limit: int = 5000) -> int:
+    """Delete up to `limit` raw usage rows created before `cutoff` (RFC3339); rollups stay.
+
+    Small batches keep each write transaction short, so the recorder is never held up long.
+
+    Returns:
+        How many rows were deleted (fewer than `limit`: none older are left).
+    """
+    conn.execute(
+        "DELETE FROM usage_records WHERE rowid IN "
+        "(SELECT rowid FROM usage_records WHERE created_at < ? LIMIT ?)",
+        (normalize_time(cutoff), limit),
+    )
+    return int(conn.changes())

@@ -36,6 +36,7 @@ from workers.processes import ChildFailed, DataPlaneProcess
 from workers.publisher import Publisher
 from workers.quota import QuotaSync
 from workers.recorder import Recorder
+from workers.retention import keep_pruning
 from workers.snapshots import load_identities, load_snapshot
 
 log = structlog.get_logger("gandalf.supervisor")
@@ -53,6 +54,7 @@ class Supervisor:
         self.config = config
         self.config_path = config_path.resolve() if config_path is not None else None
         self.with_data_plane = data_plane
+        self._db: Database | None = None
 
     async def run(self) -> int:
         """Run until a signal (exit 0) or a child that keeps dying (exit 1)."""
@@ -66,7 +68,7 @@ class Supervisor:
                 redis_url = embedded.start()  # main thread: see workers/lifetime.py
                 stack.callback(embedded.stop)
                 log.info("embedded redis started", socket=str(embedded.socket))
-            db = await Database.open(self.config.database.dsn)
+            db = self._db = await Database.open(self.config.database.dsn)
             stack.push_async_callback(db.aclose)
             await self._seed(db)
             client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
@@ -153,6 +155,9 @@ class Supervisor:
             admin = tasks.create_task(server.serve(), name="admin-api")
             tasks.create_task(publisher.watch(), name="publisher")
             tasks.create_task(recorder.run(), name="usage-recorder")
+            if self._db is not None:
+                retention = self.config.database.usage_retention_days
+                tasks.create_task(keep_pruning(self._db, retention), name="usage-retention")
             if embedded is not None:
                 tasks.create_task(_watch_embedded(embedded), name="embedded-redis")
             if data_plane is not None:

@@ -142,6 +142,9 @@ class RedisConfig(_Section, frozen=True):
 class DatabaseConfig(_Section, frozen=True):
     dsn: str = "gandalf.db"
     """SQLite file of the control plane (`:memory:` for tests)."""
+    usage_retention_days: NonNegative = 90
+    """Raw usage rows older than this many days are deleted (hourly, in small batches); 0 keeps
+    them forever. The hourly and daily rollups are kept, and budgets are rebuilt from them."""
 
 
 class AuthConfig(_Section, frozen=True):
@@ -276,7 +279,14 @@ class ProviderConfig(_Section, frozen=True):
 
     @property
     def resolved_base_url(self) -> str:
-        return (self.base_url or DEFAULT_BASE_URLS.get(self.resolved_type, "")).rstrip("/")
+        """`base_url`, else the hosting's regional endpoint, else the type's public API."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        if self.hosting == "vertex":
+            return f"https://{self.region}-aiplatform.googleapis.com"
+        if self.hosting == "bedrock":
+            return f"https://bedrock-runtime.{self.region}.amazonaws.com"
+        return DEFAULT_BASE_URLS.get(self.resolved_type, "")
 
     @property
     def resolved_api_key(self) -> str:
