@@ -20,6 +20,7 @@ import httpx
 
 from app.domain import (
     StreamBroken,
+    UpstreamError,
     UpstreamProtocolError,
     UpstreamStatus,
     UpstreamTimeout,
@@ -87,6 +88,9 @@ class Transport:
         flow = self._auth.async_auth_flow(request)
         try:
             signed = await flow.__anext__()
+        except UpstreamError as exc:  # credentials unavailable: name the provider, fail over
+            exc.provider = self.provider
+            raise
         finally:
             await flow.aclose()
         return {

@@ -127,16 +127,23 @@ def test_empty_sections_are_the_default_config(tmp_path: Path, text: str) -> Non
             ("openai", "https://eu.example/v1", "api_key"),
         ),
         (
-            {"name": "v", "type": "gemini", "hosting": "vertex"},
-            ("gemini", "https://generativelanguage.googleapis.com/v1beta", "gcp_oauth"),
+            {"name": "v", "type": "gemini", "hosting": "vertex", "region": "europe-west4"},
+            ("gemini", "https://europe-west4-aiplatform.googleapis.com", "gcp_oauth"),
         ),
         (
-            {"name": "b", "type": "anthropic", "hosting": "bedrock"},
-            ("anthropic", "https://api.anthropic.com/v1", "aws_sigv4"),
+            {"name": "b", "type": "anthropic", "hosting": "bedrock", "region": "us-east-1"},
+            ("anthropic", "https://bedrock-runtime.us-east-1.amazonaws.com", "aws_sigv4"),
         ),
         (
-            {"name": "b", "type": "anthropic", "hosting": "bedrock", "auth": {"type": "api_key"}},
-            ("anthropic", "https://api.anthropic.com/v1", "api_key"),
+            {
+                "name": "b",
+                "type": "anthropic",
+                "hosting": "bedrock",
+                "region": "us-east-1",
+                "base_url": "http://127.0.0.1:9000/",
+                "auth": {"type": "api_key"},
+            },
+            ("anthropic", "http://127.0.0.1:9000", "api_key"),
         ),
     ],
 )

@@ -1,0 +1,848 @@
+"""A fake Gemini API (AI Studio and Vertex AI) on loopback: strict, deterministic, scriptable.
+
+Run from the repository root: `python -m tests.fakes.upstreams.gemini --host 127.0.0.1
+--port 8102 [--api-key K] [--workers 1]`. A plain ASGI app (`tests.fakes.upstreams.gemini:app`)
+served by Granian; the key reaches the workers through `FAKE_GEMINI_API_KEY`.
+
+Routes, checked like the real API (errors are Google's `{"error": {"code", "message",
+"status"}}` with its status codes):
+
+- Direct: `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` (SSE with
+  `?alt=sse`, else one streamed JSON array, as Google does), `:batchEmbedContents`, and
+  `GET /v1beta/models`; the key in `x-goog-api-key` (or `?key=`): missing → 403
+  PERMISSION_DENIED, wrong → 400 INVALID_ARGUMENT "API key not valid", as Google answers.
+- Vertex AI: `POST /v1/projects/{p}/locations/{r}/publishers/google/models/{model}:
+  generateContent | streamGenerateContent` with `Authorization: Bearer <token>`, the token
+  checked by `tests.fakes.gcp_token.token_is_valid` (imported when first needed) → else 401
+  UNAUTHENTICATED.
+
+Request checks: known top-level fields only; `contents` non-empty, roles `user`/`model`
+(stricter than Google, which lets a lone content omit it), parts non-empty and each exactly one
+of text (non-empty) / inlineData (base64) / fileData / functionCall (model turns) /
+functionResponse (user turns, right after a model turn with as many functionCall parts, each
+naming one of them); `systemInstruction` of text parts; `generationConfig` field names and
+types (unknown → 400 "Unknown name"); `tools[].functionDeclarations[]` names and schemas (only
+the keys of Google's `Schema` type: `additionalProperties`, `$schema`, `strict`, `$ref` are
+refused; an OBJECT without properties too); `toolConfig.functionCallingConfig`. Only camelCase
+names are accepted (Google also takes snake_case: stricter on purpose).
+
+The conversation script is the one shared by every vendor fake (see the integration tests):
+a tool call to the first declared function with `{"echo": <last user text>}` when tools are
+declared and the user spoke last; `Tool said: <result>` after a function response; otherwise
+`Hello! You said: <text>` with ` [image <type>]` / ` [image url]` and ` [system: a | b]`.
+Usage: prompt = characters of all text // 4 + 1 (+10 per image), output = words (5 for a
+call), `cachedContentTokenCount: 2` when there is a system instruction; streams send a word
+per event with the same final usage. `candidateCount` n answers n identical candidates.
+
+Control (no auth; state per worker, so script it with `--workers 1`):
+`POST /_fake/behaviour` `{"model": "*" | name, "status": N, "message": str,
+"cut_after_events": K, "finish_reason": "SAFETY", "block_reason": "SAFETY", "times": N}`
+(`DELETE` clears, `GET` lists); `POST /_fake/reset`; `GET /_fake/stats`: `total`, `requests`
+("METHOD path" → count), `last_body` / `last_headers` / `last_query` per path (credential
+headers shown as "***"), `completed_streams`, `cut_streams`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import itertools
+import os
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+import msgspec
+
+API_KEY_ENV: Final = "FAKE_GEMINI_API_KEY"
+EMBEDDING_SIZE: Final = 8
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+_ids = itertools.count(1)
+
+STATUS_NAMES: Final = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+BLOCKING: Final = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"})
+_DIRECT = re.compile(r"^/v1beta/models/([^/:]+):([A-Za-z]+)$")
+_VERTEX = re.compile(
+    r"^/v1/projects/[^/]+/locations/[^/]+/publishers/google/models/([^/:]+):([A-Za-z]+)$"
+)
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
+_CREDENTIAL_HEADERS: Final = frozenset({"authorization", "x-goog-api-key"})
+
+
+class Behaviour(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    model: str = "*"
+    status: int | None = None
+    message: str | None = None
+    cut_after_events: int | None = None
+    finish_reason: str | None = None
+    block_reason: str | None = None
+    times: int | None = None
+
+
+_decode_behaviour = msgspec.json.Decoder(Behaviour).decode
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.total = 0
+        self.requests: Counter[str] = Counter()
+        self.last_body: dict[str, msgspec.Raw] = {}
+        self.last_headers: dict[str, dict[str, str]] = {}
+        self.last_query: dict[str, str] = {}
+        self.completed_streams = 0
+        self.cut_streams = 0
+
+    def render(self) -> bytes:
+        return _encode(
+            {
+                "total": self.total,
+                "requests": self.requests,
+                "last_body": self.last_body,
+                "last_headers": self.last_headers,
+                "last_query": self.last_query,
+                "completed_streams": self.completed_streams,
+                "cut_streams": self.cut_streams,
+            }
+        )
+
+
+class Refused(Exception):
+    """A request the real API would refuse: its status and message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Cut(Exception):
+    """Raised mid-response: Granian then drops the connection without ending the body."""
+
+
+def error_body(status: int, message: str) -> bytes:
+    name = STATUS_NAMES.get(status, "UNKNOWN")
+    return _encode({"error": {"code": status, "message": message, "status": name}})
+
+
+def _unknown(name: str, where: str) -> Refused:
+    at = f" at '{where}'" if where else ""
+    return Refused(f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.')
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> None:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise Refused(f"Invalid value at '{where}', {_encode(value).decode()}")
+    if not isinstance(value, kind):
+        raise Refused(f"Invalid value at '{where}', {_encode(value).decode()}")
+
+
+def _known(obj: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise Refused(f"Invalid value at '{where}': expected an object")
+    for key in obj:
+        if key not in allowed:
+            raise _unknown(key, where)
+    return obj
+
+
+# --- request checks -------------------------------------------------------------------------
+
+TOP_FIELDS: Final = frozenset(
+    {
+        "contents",
+        "systemInstruction",
+        "tools",
+        "toolConfig",
+        "generationConfig",
+        "safetySettings",
+        "cachedContent",
+        "labels",
+    }
+)
+PART_DATA: Final = ("text", "inlineData", "fileData", "functionCall", "functionResponse")
+PART_FIELDS: Final = frozenset({*PART_DATA, "thought", "thoughtSignature", "videoMetadata"})
+GENERATION_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
+    "temperature": (int, float),
+    "topP": (int, float),
+    "topK": int,
+    "maxOutputTokens": int,
+    "stopSequences": list,
+    "candidateCount": int,
+    "seed": int,
+    "responseMimeType": str,
+    "responseSchema": dict,
+    "responseJsonSchema": dict,
+    "presencePenalty": (int, float),
+    "frequencyPenalty": (int, float),
+    "responseLogprobs": bool,
+    "logprobs": int,
+    "thinkingConfig": dict,
+    "responseModalities": list,
+    "mediaResolution": str,
+}
+MIME_TYPES: Final = frozenset({"text/plain", "application/json", "text/x.enum"})
+SCHEMA_FIELDS: Final = frozenset(
+    {
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "maxItems",
+        "minItems",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+        "items",
+        "minimum",
+        "maximum",
+    }
+)
+SCHEMA_TYPES: Final = frozenset(
+    {"TYPE_UNSPECIFIED", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
+)
+
+
+def check_schema(schema: Any, where: str) -> None:
+    """Google's `Schema` message: its fields only, a single type name, nested schemas."""
+    node = _known(schema, SCHEMA_FIELDS, where)
+    kind = node.get("type")
+    if kind is not None and (not isinstance(kind, str) or kind.upper() not in SCHEMA_TYPES):
+        raise Refused(f"Invalid value at '{where}.type', {_encode(kind).decode()}")
+    for name, sub in (node.get("properties") or {}).items():
+        check_schema(sub, f"{where}.properties[{name}].value")
+    if "items" in node:
+        check_schema(node["items"], f"{where}.items")
+    for i, sub in enumerate(node.get("anyOf") or ()):
+        check_schema(sub, f"{where}.any_of[{i}]")
+
+
+def _check_part(part: Any, role: str, where: str) -> None:
+    part = _known(part, PART_FIELDS, where)
+    data = [key for key in PART_DATA if key in part]
+    if len(data) != 1:
+        raise Refused(f"* {where}: a part must hold exactly one of {', '.join(PART_DATA)}")
+    kind = data[0]
+    value = part[kind]
+    if kind == "text":
+        _expect(value, str, f"{where}.text")
+        if not value:
+            raise Refused("Unable to submit request because it has an empty text parameter.")
+    elif kind == "inlineData":
+        blob = _known(value, frozenset({"mimeType", "data"}), f"{where}.inline_data")
+        if not isinstance(blob.get("mimeType"), str) or not isinstance(blob.get("data"), str):
+            raise Refused(f"* {where}.inline_data: mimeType and data are required")
+        try:
+            base64.b64decode(blob["data"], validate=True)
+        except binascii.Error as exc:
+            raise Refused(f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES)") from exc
+    elif kind == "fileData":
+        file = _known(value, frozenset({"mimeType", "fileUri"}), f"{where}.file_data")
+        if not isinstance(file.get("fileUri"), str):
+            raise Refused(f"* {where}.file_data.file_uri: a file URI is required")
+    elif kind == "functionCall":
+        if role != "model":
+            raise Refused(f"* {where}: function calls belong to model turns")
+        call = _known(value, frozenset({"name", "args", "id"}), f"{where}.function_call")
+        _expect(call.get("name"), str, f"{where}.function_call.name")
+        _expect(call.get("args", {}), dict, f"{where}.function_call.args")
+    else:
+        if role != "user":
+            raise Refused(f"* {where}: function responses belong to user turns")
+        response = _known(
+            value, frozenset({"name", "response", "id"}), f"{where}.function_response"
+        )
+        _expect(response.get("name"), str, f"{where}.function_response.name")
+        _expect(response.get("response"), dict, f"{where}.function_response.response")
+
+
+def _check_turns(contents: list[dict[str, Any]]) -> None:
+    """Function responses come right after a model turn with exactly as many calls."""
+    for i, content in enumerate(contents):
+        responses = [p["functionResponse"] for p in content["parts"] if "functionResponse" in p]
+        if not responses:
+            continue
+        previous = contents[i - 1] if i else None
+        calls = [
+            p["functionCall"]["name"]
+            for p in (previous["parts"] if previous and previous["role"] == "model" else ())
+            if "functionCall" in p
+        ]
+        if not calls:
+            raise Refused(
+                "Please ensure that function response turn comes immediately after a function "
+                "call turn."
+            )
+        if len(calls) != len(responses):
+            raise Refused(
+                "Please ensure that the number of function response parts is equal to the "
+                "number of function call parts of the function call turn."
+            )
+        for response in responses:
+            if response["name"] not in calls:
+                raise Refused(
+                    f"* GenerateContentRequest.contents[{i}]: function response "
+                    f"'{response['name']}' answers no function call of the previous turn"
+                )
+
+
+def _check_contents(body: dict[str, Any]) -> None:
+    contents = body.get("contents")
+    if not contents:
+        raise Refused("* GenerateContentRequest.contents: contents is not specified")
+    _expect(contents, list, "contents")
+    for i, item in enumerate(contents):
+        where = f"contents[{i}]"
+        content = _known(item, frozenset({"role", "parts"}), where)
+        role = content.get("role")
+        if role not in ("user", "model"):
+            raise Refused("Please use a valid role: user, model.")
+        parts = content.get("parts")
+        if not isinstance(parts, list) or not parts:
+            raise Refused(
+                f"* GenerateContentRequest.{where}.parts: contents.parts must not be empty."
+            )
+        for j, part in enumerate(parts):
+            _check_part(part, role, f"{where}.parts[{j}]")
+    _check_turns(contents)
+    system = body.get("systemInstruction")
+    if system is not None:
+        system = _known(system, frozenset({"role", "parts"}), "system_instruction")
+        parts = system.get("parts")
+        if not isinstance(parts, list) or not parts:
+            raise Refused("* GenerateContentRequest.system_instruction.parts: must not be empty")
+        for j, part in enumerate(parts):
+            _known(part, frozenset({"text"}), f"system_instruction.parts[{j}]")
+            _expect(part.get("text"), str, f"system_instruction.parts[{j}].text")
+
+
+def _check_generation(body: dict[str, Any]) -> None:
+    config = body.get("generationConfig")
+    if config is None:
+        return
+    config = _known(config, frozenset(GENERATION_TYPES), "generation_config")
+    for name, value in config.items():
+        _expect(value, GENERATION_TYPES[name], f"generation_config.{name}")
+    stops = config.get("stopSequences", [])
+    if not all(isinstance(s, str) for s in stops) or len(stops) > 5:
+        raise Refused("* GenerationConfig.stop_sequences: at most 5 strings")
+    if config.get("candidateCount", 1) < 1:
+        raise Refused("* GenerationConfig.candidate_count: must be positive")
+    mime = config.get("responseMimeType")
+    if mime is not None and mime not in MIME_TYPES:
+        raise Refused(f"* GenerationConfig.response_mime_type: unsupported mime type {mime}")
+    if "responseSchema" in config:
+        if mime != "application/json":
+            raise Refused(
+                "* GenerationConfig.response_schema: only supported with response_mime_type "
+                "application/json"
+            )
+        check_schema(config["responseSchema"], "generation_config.response_schema")
+
+
+def _declared(body: dict[str, Any]) -> list[str]:
+    """Check `tools` and `toolConfig`; the declared function names, in order."""
+    names: list[str] = []
+    tools = body.get("tools")
+    if tools is not None:
+        _expect(tools, list, "tools")
+    for i, item in enumerate(tools or ()):
+        tool = _known(
+            item,
+            frozenset({"functionDeclarations", "googleSearch", "codeExecution"}),
+            f"tools[{i}]",
+        )
+        for j, entry in enumerate(tool.get("functionDeclarations") or ()):
+            where = f"tools[{i}].function_declarations[{j}]"
+            declaration = _known(
+                entry, frozenset({"name", "description", "parameters", "response"}), where
+            )
+            name = declaration.get("name")
+            if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+                raise Refused(f"* GenerateContentRequest.{where}.name: Invalid function name.")
+            parameters = declaration.get("parameters")
+            if parameters is not None:
+                check_schema(parameters, f"{where}.parameters")
+                if str(parameters.get("type", "")).upper() == "OBJECT" and not parameters.get(
+                    "properties"
+                ):
+                    raise Refused(
+                        f"* GenerateContentRequest.{where}.parameters.properties: should be "
+                        "non-empty for OBJECT type"
+                    )
+            names.append(name)
+    config = body.get("toolConfig")
+    if config is not None:
+        config = _known(config, frozenset({"functionCallingConfig"}), "tool_config")
+        calling = _known(
+            config.get("functionCallingConfig"),
+            frozenset({"mode", "allowedFunctionNames"}),
+            "tool_config.function_calling_config",
+        )
+        if calling.get("mode") not in ("AUTO", "ANY", "NONE", "VALIDATED"):
+            raise Refused("Invalid value at 'tool_config.function_calling_config.mode'")
+        allowed = calling.get("allowedFunctionNames")
+        if allowed is not None and (
+            calling["mode"] != "ANY" or not all(name in names for name in allowed)
+        ):
+            raise Refused(
+                "* GenerateContentRequest.tool_config.function_calling_config."
+                "allowed_function_names: only with mode ANY, naming declared functions"
+            )
+    return names
+
+
+def check_generate(body: Any) -> list[str]:
+    """Refuse what Google refuses; return the declared function names."""
+    body = _known(body, TOP_FIELDS, "")
+    _check_contents(body)
+    _check_generation(body)
+    return _declared(body)
+
+
+def check_embed(body: Any, model: str) -> list[tuple[str, int]]:
+    """The texts to embed and their dimensions."""
+    body = _known(body, frozenset({"requests"}), "")
+    requests = body.get("requests")
+    if not isinstance(requests, list) or not requests:
+        raise Refused("* BatchEmbedContentsRequest.requests: requests is not specified")
+    out = []
+    fields = frozenset({"model", "content", "taskType", "title", "outputDimensionality"})
+    for i, item in enumerate(requests):
+        where = f"requests[{i}]"
+        request = _known(item, fields, where)
+        if request.get("model") != f"models/{model}":
+            raise Refused(
+                f"* BatchEmbedContentsRequest.{where}.model: the model must be models/{model}, "
+                "the model in the path"
+            )
+        content = _known(request.get("content"), frozenset({"parts", "role"}), f"{where}.content")
+        parts = content.get("parts")
+        if not isinstance(parts, list) or not parts:
+            raise Refused(f"* BatchEmbedContentsRequest.{where}.content.parts: must not be empty")
+        texts = []
+        for j, part in enumerate(parts):
+            _known(part, frozenset({"text"}), f"{where}.content.parts[{j}]")
+            _expect(part.get("text"), str, f"{where}.content.parts[{j}].text")
+            texts.append(part["text"])
+        size = request.get("outputDimensionality", EMBEDDING_SIZE)
+        _expect(size, int, f"{where}.output_dimensionality")
+        out.append((" ".join(texts), size))
+    return out
+
+
+# --- the conversation script ----------------------------------------------------------------
+
+
+class Answer(msgspec.Struct, kw_only=True):
+    text: str = ""
+    call: dict[str, Any] | None = None
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+
+
+def _result_text(response: dict[str, Any]) -> str:
+    content = response.get("content", response)
+    return content if isinstance(content, str) else _encode(content).decode()
+
+
+def script(body: dict[str, Any], declared: list[str]) -> Answer:
+    contents = body["contents"]
+    system = [p["text"] for p in (body.get("systemInstruction") or {}).get("parts", ())]
+    chars = sum(map(len, system))
+    images = 0
+    for content in contents:
+        for part in content["parts"]:
+            chars += len(part.get("text", ""))
+            if "functionResponse" in part:
+                chars += len(_result_text(part["functionResponse"]["response"]))
+            images += "inlineData" in part or "fileData" in part
+    prompt = chars // 4 + 1 + 10 * images
+    cached = 2 if system else 0
+    last = contents[-1]
+    parts = last["parts"]
+    results = [p["functionResponse"]["response"] for p in parts if "functionResponse" in p]
+    said = " ".join(p["text"] for p in parts if "text" in p)
+    if results:
+        text = "Tool said: " + _result_text(results[-1])
+    elif declared and last["role"] == "user":
+        call = {"name": declared[0], "args": {"echo": said}}
+        return Answer(call=call, prompt_tokens=prompt, cached_tokens=cached, output_tokens=5)
+    else:
+        text = f"Hello! You said: {said}"
+        for part in parts:
+            if "inlineData" in part:
+                text += f" [image {part['inlineData']['mimeType']}]"
+                break
+            if "fileData" in part and part["fileData"]["fileUri"].startswith("http"):
+                text += " [image url]"
+                break
+        if system:
+            text += f" [system: {' | '.join(system)}]"
+    words = len(text.split())
+    return Answer(text=text, prompt_tokens=prompt, cached_tokens=cached, output_tokens=words)
+
+
+def usage_metadata(answer: Answer, output: int) -> dict[str, int]:
+    meta = {
+        "promptTokenCount": answer.prompt_tokens,
+        "candidatesTokenCount": output,
+        "totalTokenCount": answer.prompt_tokens + output,
+    }
+    if answer.cached_tokens:
+        meta["cachedContentTokenCount"] = answer.cached_tokens
+    return meta
+
+
+def _candidates(parts: list[dict[str, Any]], count: int, finish: str | None) -> list[Any]:
+    out = []
+    for index in range(count):
+        candidate: dict[str, Any] = {"index": index}
+        if parts:
+            candidate["content"] = {"role": "model", "parts": parts}
+        if finish is not None:
+            candidate["finishReason"] = finish
+        out.append(candidate)
+    return out
+
+
+def events(answer: Answer, model: str, count: int, behaviour: Behaviour) -> list[bytes]:
+    """The answer as stream events (a whole answer is the same with one event)."""
+    head = {"modelVersion": model, "responseId": f"fake-{next(_ids)}"}
+    total = answer.output_tokens * count
+    if behaviour.block_reason:
+        usage = usage_metadata(answer, 0)
+        blocked = {"promptFeedback": {"blockReason": behaviour.block_reason}}
+        return [_encode({**blocked, "usageMetadata": usage, **head})]
+    finish = behaviour.finish_reason or "STOP"
+    if answer.call is not None:
+        first = {
+            "candidates": _candidates([{"functionCall": answer.call}], count, None),
+            "usageMetadata": usage_metadata(answer, total),
+            **head,
+        }
+        last = {
+            "candidates": _candidates([{"text": ""}], count, finish),
+            "usageMetadata": usage_metadata(answer, total),
+            **head,
+        }
+        return [_encode(first), _encode(last)]
+    words = answer.text.split(" ")
+    out = []
+    for i, word in enumerate(words):
+        end = i == len(words) - 1
+        piece = word if i == 0 else " " + word
+        parts = [] if end and finish in BLOCKING else [{"text": piece}]
+        done = count * (i + 1) if not end else total
+        event = {
+            "candidates": _candidates(parts, count, finish if end else None),
+            "usageMetadata": usage_metadata(answer, done),
+            **head,
+        }
+        out.append(_encode(event))
+    return out
+
+
+def whole(answer: Answer, model: str, count: int, behaviour: Behaviour) -> bytes:
+    head = {"modelVersion": model, "responseId": f"fake-{next(_ids)}"}
+    total = answer.output_tokens * count
+    if behaviour.block_reason:
+        blocked = {"promptFeedback": {"blockReason": behaviour.block_reason}}
+        return _encode({**blocked, "usageMetadata": usage_metadata(answer, 0), **head})
+    finish = behaviour.finish_reason or "STOP"
+    if answer.call is not None:
+        parts: list[dict[str, Any]] = [{"functionCall": answer.call}]
+    else:
+        parts = [] if finish in BLOCKING else [{"text": answer.text}]
+    candidates = _candidates(parts, count, finish)
+    return _encode(
+        {"candidates": candidates, "usageMetadata": usage_metadata(answer, total), **head}
+    )
+
+
+def embeddings(requests: list[tuple[str, int]]) -> bytes:
+    out = []
+    for text, size in requests:
+        seed = sum(text.encode()) % 97
+        out.append({"values": [round((seed + i) / 100, 4) for i in range(size)]})
+    return _encode({"embeddings": out})
+
+
+MODELS: Final = _encode(
+    {
+        "models": [
+            {
+                "name": "models/gemini-2.0-flash",
+                "displayName": "Gemini 2.0 Flash",
+                "supportedGenerationMethods": ["generateContent", "countTokens"],
+            },
+            {
+                "name": "models/gemini-2.5-pro",
+                "displayName": "Gemini 2.5 Pro",
+                "supportedGenerationMethods": ["generateContent", "countTokens"],
+            },
+            {
+                "name": "models/text-embedding-004",
+                "displayName": "Text Embedding 004",
+                "supportedGenerationMethods": ["embedContent", "batchEmbedContents"],
+            },
+        ]
+    }
+)
+
+
+# --- the ASGI application -------------------------------------------------------------------
+
+JSON: Final = [(b"content-type", b"application/json; charset=UTF-8")]
+
+
+async def respond(send: Send, status: int, body: bytes, headers: list[Any] = JSON) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def token_is_valid(token: str) -> bool:
+    """The shared fake token store's verdict (another module; imported only when needed)."""
+    from tests.fakes.gcp_token import token_is_valid as valid  # noqa: PLC0415
+
+    return bool(valid(token))
+
+
+class FakeGemini:
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+        self.behaviours: dict[str, Behaviour] = {}
+        self.stats = Stats()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        raw = await read_body(receive)
+        if path.startswith("/_fake/"):
+            await self._control(method, path, raw, send)
+            return
+        try:
+            await self._serve(scope, method, path, raw, send)
+        except Refused as exc:
+            await respond(send, exc.status, error_body(exc.status, exc.message))
+
+    def _record(self, scope: Scope, method: str, path: str, raw: bytes) -> dict[str, str]:
+        stats = self.stats
+        stats.total += 1
+        stats.requests[f"{method} {path}"] += 1
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        stats.last_headers[path] = {
+            k: "***" if k in _CREDENTIAL_HEADERS else v for k, v in headers.items()
+        }
+        stats.last_query[path] = scope["query_string"].decode("latin-1")
+        if raw:
+            stats.last_body[path] = msgspec.Raw(raw)
+        return headers
+
+    async def _serve(self, scope: Scope, method: str, path: str, raw: bytes, send: Send) -> None:
+        headers = self._record(scope, method, path, raw)
+        query = parse_qs(scope["query_string"].decode("latin-1"))
+        direct, vertex = _DIRECT.match(path), _VERTEX.match(path)
+        if method == "GET" and path == "/v1beta/models":
+            self._check_key(headers, query)
+            await respond(send, 200, MODELS)
+            return
+        match = direct or vertex
+        if method != "POST" or match is None:
+            raise Refused(f"The requested URL {path} was not found on this server.", 404)
+        if direct:
+            self._check_key(headers, query)
+        else:
+            _check_token(headers)
+        model, action = match.group(1), match.group(2)
+        try:
+            body = _decode(raw)
+        except msgspec.DecodeError as exc:
+            raise Refused(f"Invalid JSON payload received. {exc}") from exc
+        if action == "batchEmbedContents" and direct:
+            vectors = embeddings(check_embed(body, model))
+            self._behaviour(model)  # embeddings take scripted statuses too
+            await respond(send, 200, vectors)
+            return
+        if action not in ("generateContent", "streamGenerateContent"):
+            raise Refused(f"Method {action} not found for models/{model}.", 404)
+        declared = check_generate(body)
+        behaviour = self._behaviour(model)
+        answer = script(body, declared)
+        count = body.get("generationConfig", {}).get("candidateCount", 1)
+        if action == "generateContent":
+            await respond(send, 200, whole(answer, model, count, behaviour))
+            return
+        sse = query.get("alt") == ["sse"]
+        await self._stream(send, events(answer, model, count, behaviour), behaviour, sse=sse)
+
+    def _check_key(self, headers: dict[str, str], query: dict[str, list[str]]) -> None:
+        key = headers.get("x-goog-api-key") or (query.get("key") or [""])[0]
+        if not key:
+            raise Refused(
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to call "
+                "this API.",
+                403,
+            )
+        if key != self.api_key:
+            raise Refused("API key not valid. Please pass a valid API key.", 400)
+
+    def _behaviour(self, model: str) -> Behaviour:
+        behaviour = self.behaviours.get(model) or self.behaviours.get("*")
+        if behaviour is None:
+            return Behaviour()
+        if behaviour.times is not None:
+            behaviour.times -= 1
+            if behaviour.times <= 0:
+                del self.behaviours[behaviour.model]
+        if behaviour.status is not None and behaviour.status >= 400:
+            message = behaviour.message or f"Fake upstream error {behaviour.status}"
+            raise Refused(message, behaviour.status)
+        return behaviour
+
+    async def _stream(
+        self, send: Send, frames: list[bytes], behaviour: Behaviour, *, sse: bool
+    ) -> None:
+        if sse:
+            pieces = [b"data: " + frame + b"\r\n\r\n" for frame in frames]
+            kind = b"text/event-stream"
+        else:  # without alt=sse Google streams one JSON array, element by element
+            pieces = [(b"[" if i == 0 else b",\r\n") + f for i, f in enumerate(frames)]
+            pieces.append(b"]")
+            kind = b"application/json; charset=UTF-8"
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", kind)]}
+        )
+        cut = behaviour.cut_after_events
+        for i, piece in enumerate(pieces):
+            if cut is not None and i >= cut:
+                self.stats.cut_streams += 1
+                raise Cut
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        self.stats.completed_streams += 1
+
+    async def _control(self, method: str, path: str, raw: bytes, send: Send) -> None:
+        if path == "/_fake/stats" and method == "GET":
+            await respond(send, 200, self.stats.render())
+            return
+        if path == "/_fake/reset" and method == "POST":
+            self.behaviours.clear()
+            self.stats = Stats()
+        elif path == "/_fake/behaviour" and method == "POST":
+            try:
+                behaviour = _decode_behaviour(raw)
+            except msgspec.DecodeError as exc:
+                await respond(send, 400, error_body(400, str(exc)))
+                return
+            self.behaviours[behaviour.model] = behaviour
+        elif path == "/_fake/behaviour" and method == "DELETE":
+            self.behaviours.clear()
+        elif path != "/_fake/behaviour" or method != "GET":
+            await respond(send, 404, error_body(404, f"no control route {method} {path}"))
+            return
+        await respond(send, 200, _encode({"behaviours": list(self.behaviours.values())}))
+
+
+def _check_token(headers: dict[str, str]) -> None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme != "Bearer" or not token or not token_is_valid(token):
+        raise Refused(
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+            "login cookie or other valid authentication credential.",
+            401,
+        )
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+app = FakeGemini(os.environ.get(API_KEY_ENV, "fake-gemini-key"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the fake with Granian until SIGINT/SIGTERM."""
+    from granian import Granian  # noqa: PLC0415 - only the CLI needs the server
+    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
+    from granian.log import LogLevels  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.upstreams.gemini", description="A fake Gemini API."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8102)
+    parser.add_argument("--api-key", default="fake-gemini-key")
+    parser.add_argument("--workers", type=int, default=1, help="use 1 to script behaviour")
+    args = parser.parse_args(argv)
+    os.environ[API_KEY_ENV] = args.api_key  # inherited by the worker processes
+    Granian(
+        "tests.fakes.upstreams.gemini:app",
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_level=LogLevels.warning,
+        log_access=False,
+        workers_kill_timeout=1,
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()
