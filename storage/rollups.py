@@ -128,4 +128,4 @@ def spend_by_key(conn: apsw.Connection, days: tuple[str, str] | None = None) -> 
         sql += " AND bucket >= ? AND bucket < ?"
         params = (f"{days[0]}T00:00:00.000Z", f"{days[1]}T00:00:00.000Z")
     rows = conn.execute(sql + " GROUP BY key_id HAVING SUM(cost_nano) > 0", params).fetchall()
-    return {str(key_id): int(cast(int, total)) for key_id, total in rows}
+    return {str(key_id): int(cast("int", total)) for key_id, total in rows}
