@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -33,6 +34,7 @@ from app.domain import (
     ServiceUnavailable,
     Usage,
     UsageEvent,
+    UsageIntent,
 )
 from app.keyspace import Keyspace
 from app.limits.limiter import Admission, Client, Limiter, Limits, spend_period, spend_ttl
@@ -42,6 +44,11 @@ from app.routing.router import Route
 
 log = structlog.get_logger("gandalf.accounting")
 _encode_event = msgspec.json.Encoder().encode
+_encode_intent = _encode_event
+HEARTBEAT_EVERY = 1.0
+"""Seconds between two refreshes of the worker's heartbeat key."""
+HEARTBEAT_TTL = 10.0
+"""Seconds a heartbeat outlives its last refresh: a worker silent that long is taken for dead."""
 
 SETTLE_DELAY = 0.002
 """Seconds a settlement waits for others to share its round trip."""
@@ -132,6 +139,9 @@ class Accounting:
         self._closed = False
         """The settlement task has ended: later settlements are sent one batch at a time."""
         self._late: set[asyncio.Task[None]] = set()
+        self._cancels: list[str] = []
+        self.worker_id = uuid.uuid4().hex
+        """Names this worker's heartbeat and is written in its intents."""
 
     async def start(self) -> None:
         """Load the scripts (a worker that starts while Redis is down loads them later)."""
@@ -169,16 +179,18 @@ class Accounting:
             ticket.cache_ttl = min(ttl, self._cache_ttl) if ttl > 0 else self._cache_ttl
         lookup = ticket.cache_key is not None and not bypass
         ticket.tokens = payload.input_tokens
-        if not limited and not lookup:
-            return ticket
         ticket.period = self._period(identity.budget_period)
+        output = payload.max_output_tokens or self._default_output
+        estimate = self._estimated_cost(payload, route, output)
         if ticket.limits.budget_nano:
-            ticket.cost_nano = self._estimated_cost(payload, route)
+            ticket.cost_nano = estimate
+        intent = self._intent(ticket, output, estimate)
         try:
             results = await self._run(
-                lambda pipe: self._queue_admission(pipe, ticket, limited, lookup)
+                lambda pipe: self._queue_admission(pipe, ticket, limited, lookup, intent)
             )
-            admission = self._limiter.read_admit(results[0], ticket.limits) if limited else None
+            # results: the intent's XADD, then the admission when limited, then the cache GET
+            admission = self._limiter.read_admit(results[1], ticket.limits) if limited else None
             cached = results[-1] if lookup else None
             if isinstance(cached, BaseException):
                 raise cached
@@ -190,6 +202,7 @@ class Accounting:
             return ticket
         if admission is not None:
             if not admission.allowed:
+                self._cancel(ticket)
                 if admission.refused == "budget":
                     raise QuotaExceeded
                 raise RateLimited(admission.headers())
@@ -217,7 +230,32 @@ class Accounting:
             raise ServiceUnavailable("usage is unavailable; try again shortly") from exc
         return Spend(period, int(spent or 0), max(0, int(reserved or 0)))
 
-    def _queue_admission(self, pipe: Any, ticket: Ticket, limited: object, lookup: bool) -> None:
+    def _intent(self, ticket: Ticket, output: int, estimate: int) -> bytes:
+        identity = ticket.identity
+        return _encode_intent(
+            UsageIntent(
+                request_id=ticket.request_id,
+                key_id=identity.key_id,
+                org_id=identity.org_id,
+                team_id=identity.team_id,
+                user_id=identity.user_id,
+                model=ticket.model,
+                created_ms=int(ticket.started * 1000),
+                worker=self.worker_id,
+                prompt_tokens=ticket.tokens,
+                completion_tokens=output,
+                cost_nano=estimate,
+                period=ticket.period,
+                reserved=ticket.cost_nano > 0,
+            )
+        )
+
+    def _queue_admission(
+        self, pipe: Any, ticket: Ticket, limited: object, lookup: bool, intent: bytes
+    ) -> None:
+        # the intent first: a worker killed once the upstream has the request still leaves it
+        # in the stream (see `domain.UsageIntent`)
+        pipe.execute_command("XADD", self._keyspace.usage_stream, "*", "i", intent)
         if limited:
             self._limiter.queue_admit(
                 pipe,
@@ -241,12 +279,11 @@ class Accounting:
             period = self._periods[budget_period] = spend_period(budget_period, datetime.now(UTC))
         return period
 
-    def _estimated_cost(self, payload: Payload, route: Route) -> int:
-        """The most the request can cost: prompt plus longest answer, at the highest price.
+    def _estimated_cost(self, payload: Payload, route: Route, output: int) -> int:
+        """The most the request can cost: prompt plus `output` tokens, at the highest price.
 
         The highest among the route's targets, since failover may land on any of them.
         """
-        output = payload.max_output_tokens or self._default_output
         models = {target.model for group in route.groups for target in group} or {payload.model}
         return max(self.prices.cost_nano(m, payload.input_tokens, output) for m in models)
 
@@ -351,6 +388,24 @@ class Accounting:
         elif not self._wake.is_set():
             self._wake.set()
 
+    def _cancel(self, ticket: Ticket) -> None:
+        """A refused request: its intent is closed without usage (queued like settlements)."""
+        ticket.finished = True
+        self._cancels.append(ticket.request_id)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    async def run_heartbeat(self) -> None:
+        """Keep this worker's heartbeat key alive (the recorder's sign that it still settles)."""
+        key = self._keyspace.worker_heartbeat(self.worker_id)
+        ttl = str(int(HEARTBEAT_TTL * 1000))
+        while True:
+            try:
+                await self._run(lambda pipe: pipe.execute_command("SET", key, b"1", "PX", ttl))
+            except REDIS_ERRORS as exc:
+                self._degraded(exc)
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
     async def run_settlements(self) -> None:
         """The worker's background task that sends queued settlements; runs until cancelled."""
         try:
@@ -369,7 +424,8 @@ class Accounting:
     async def flush(self) -> None:
         """Send every queued settlement now, in one round trip."""
         batch, self._settlements = self._settlements, []
-        if not batch:
+        cancels, self._cancels = self._cancels, []
+        if not batch and not cancels:
             return
         now = datetime.now(UTC)
         ttls: dict[str, int] = {}
@@ -398,6 +454,8 @@ class Accounting:
                 if event is not None:
                     # never trimmed here: an event is deleted once the recorder stored it
                     pipe.execute_command("XADD", stream, "*", "e", _encode_event(event))
+            for request_id in cancels:
+                pipe.execute_command("XADD", stream, "*", "x", request_id)
 
         try:
             results = await self._run(queue)

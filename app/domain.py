@@ -298,6 +298,35 @@ class UsageEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The tokens were counted by the gateway (no usage from the provider)."""
 
 
+class UsageIntent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An admitted request, written to the usage stream (field `i`) in the admission round trip.
+
+    Its `UsageEvent` completes it. When the worker that admitted it dies first (its heartbeat
+    key expires), the recorder stores it as a row of its own, charged at the admission
+    estimate, so a request that may have reached a provider is never missing from usage.
+    """
+
+    request_id: str
+    key_id: str
+    org_id: str
+    model: str
+    created_ms: int
+    worker: str
+    """The admitting worker's id (`Keyspace.worker_heartbeat`)."""
+    user_id: str = ""
+    team_id: str = ""
+    prompt_tokens: int = 0
+    """The admission estimate of the prompt."""
+    completion_tokens: int = 0
+    """The most the answer may use (`max_tokens`, or the configured default)."""
+    cost_nano: int = 0
+    """Those tokens at the highest price among the route's targets."""
+    period: str = ""
+    """The key's spend period at admission (where the cost is counted)."""
+    reserved: bool = False
+    """Admission reserved `cost_nano` against the key's budget."""
+
+
 class CacheRequest(msgspec.Struct, frozen=True, kw_only=True):
     """What makes a chat request cacheable: Gandalf's rules, decided once at decode time."""
 

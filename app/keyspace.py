@@ -69,6 +69,14 @@ class Keyspace:
         """
         return f"{self.prefix}:usage"
 
+    def worker_heartbeat(self, worker_id: str) -> str:
+        """String with a short TTL that a live data-plane worker keeps refreshing.
+
+        The recorder treats the open intents (`domain.UsageIntent`) of a worker whose
+        heartbeat is gone as requests that will never be settled.
+        """
+        return f"{self.prefix}:worker:{worker_id}"
+
     @property
     def quota_marker(self) -> str:
         """String: set once the spend counters are known to be whole (`workers/quota.py`).

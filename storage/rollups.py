@@ -50,10 +50,15 @@ def record_usage(conn: apsw.Connection, records: Iterable[UsageRecord]) -> int:
     Raises:
         InvalidValue: a malformed `created_at`, or a value the schema refuses.
     """
+    return len(record_new_usage(conn, records))
+
+
+def record_new_usage(conn: apsw.Connection, records: Iterable[UsageRecord]) -> list[UsageRecord]:
+    """`record_usage`, returning the records that were new."""
     fresh = insert_new_usage(conn, records)
     add_to_rollups(conn, fresh)
     touch_keys(conn, fresh)
-    return len(fresh)
+    return fresh
 
 
 def touch_keys(conn: apsw.Connection, records: Iterable[UsageRecord]) -> None:

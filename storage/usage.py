@@ -204,3 +204,18 @@ def delete_usage_before(conn: apsw.Connection, cutoff: str, limit: int = 5000) -
         (normalize_time(cutoff), limit),
     )
     return int(conn.changes())
+
+
+def stored_request_ids(conn: apsw.Connection, request_ids: Iterable[str]) -> set[str]:
+    """Which of `request_ids` have a usage row."""
+    wanted = list(request_ids)
+    stored: set[str] = set()
+    for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit, with room
+        chunk = wanted[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(
+            f"SELECT request_id FROM usage_records WHERE request_id IN ({marks})",  # noqa: S608
+            chunk,
+        ).fetchall()
+        stored.update(str(row[0]) for row in rows)
+    return stored

@@ -33,13 +33,15 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 
-from app.domain import UsageEvent
+from app.domain import UsageEvent, UsageIntent
 from app.keyspace import Keyspace
+from app.limits.limiter import Limiter, Limits, spend_ttl
 from app.resp import REDIS_ERRORS
 from storage.db import Database
 from storage.errors import StorageError
 from storage.records import UsageRecord, format_time
-from storage.rollups import record_usage
+from storage.rollups import record_new_usage, record_usage
+from storage.usage import stored_request_ids
 from workers.quota import QuotaSync
 
 log = structlog.get_logger("gandalf.recorder")
@@ -50,6 +52,10 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 """A stream entry as redis-py returns it: id and fields (empty when the entry was deleted)."""
 
 _decode_event = msgspec.json.Decoder(UsageEvent).decode
+_decode_intent = msgspec.json.Decoder(UsageIntent).decode
+_NO_LIMITS = Limits()
+LOST_STATUS = 500
+"""Status of a request whose worker died before settling it (its client lost the answer)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_CREATED_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z: the last instant the stored time form can hold."""
@@ -119,6 +125,8 @@ class RecorderStats:
     """Entries acknowledged and deleted from the stream (recorded, duplicate or malformed)."""
     failures: int = 0
     """Rounds that failed (Redis or SQLite) and were retried."""
+    orphans: int = 0
+    """Requests of dead workers stored from their intents."""
 
 
 class Recorder:
@@ -134,11 +142,12 @@ class Recorder:
         quota: QuotaSync | None = None,
         batch_size: int = 2000,
         block_ms: int = 1000,
-        min_idle_ms: int = 30_000,
-        claim_interval: float = 30.0,
+        min_idle_ms: int = 5_000,
+        claim_interval: float = 5.0,
         forget_after_ms: int = 3_600_000,
         retry_delay: float = 0.5,
         max_retry_delay: float = 10.0,
+        orphan_after: float = 2.0,
     ) -> None:
         """Set up the recorder; nothing touches Redis or SQLite before `run`.
 
@@ -159,6 +168,7 @@ class Recorder:
                 gone (each supervisor process reads under a new name): its name is removed.
             retry_delay: first wait after an error; it doubles up to `max_retry_delay`.
             max_retry_delay: longest wait between retries.
+            orphan_after: seconds an intent stays open before `settle_orphans` looks at it.
         """
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("the recorder needs a Redis client that returns bytes")
@@ -176,6 +186,13 @@ class Recorder:
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self.stats = RecorderStats()
+        self.orphan_after = orphan_after
+        self._keyspace = keyspace
+        self._limiter = Limiter(keyspace)
+        self._open: dict[str, _Open] = {}
+        """Intents read and not yet closed, by request id."""
+        self._next_sweep = 0.0
+        self._pending_cursor = "0"
         self._ready = False
         self._own_pending = True
         """Read this consumer's unacknowledged entries ("0") before new ones (">")."""
@@ -214,7 +231,8 @@ class Recorder:
                 delay = self.retry_delay
                 continue
             self.stats.failures += 1
-            self._own_pending = True  # what was read but not acknowledged is read again
+            # what was read but not acknowledged is read again
+            self._own_pending, self._pending_cursor = True, "0"
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_retry_delay)
 
@@ -227,9 +245,17 @@ class Recorder:
         if loop.time() >= self._next_claim:
             await self.claim_abandoned()
             self._next_claim = loop.time() + self.claim_interval
+        if loop.time() >= self._next_sweep:
+            await self.settle_orphans()
+            self._next_sweep = loop.time() + min(1.0, self.orphan_after)
         if self._own_pending:
-            entries = await self.read("0")
-            self._own_pending = bool(entries)
+            # page through this consumer's pending entries (open intents stay pending, so
+            # reading from "0" again would return them for ever)
+            entries = await self.read(self._pending_cursor)
+            if entries:
+                self._pending_cursor = entries[-1][0].decode()
+            else:
+                self._own_pending, self._pending_cursor = False, "0"
             await self.record(entries)
             return False
         entries = await self.read(">")
@@ -273,7 +299,10 @@ class Recorder:
         return any(group["name"] in (name, self._group) for group in groups)
 
     async def read(self, cursor: str) -> list[Entry]:
-        """One batch: `>` new entries (waiting up to `block_ms`), `0` this consumer's pending."""
+        """One batch: `>` new entries (waiting up to `block_ms`), else pending ones.
+
+        Any other `cursor` reads this consumer's pending entries after that id (`0`: all).
+        """
         block = self.block_ms if cursor == ">" and not self._draining else None
         response = await self._client.xreadgroup(
             self._group, self.consumer, {self._stream: cursor}, count=self.batch_size, block=block
@@ -311,17 +340,129 @@ class Recorder:
         return claimed
 
     async def record(self, entries: Sequence[Entry]) -> None:
-        """Store the events of `entries` in one transaction, then acknowledge and delete all."""
+        """Store the events of `entries` in one transaction, then acknowledge what is done.
+
+        A final event (`e`) is stored and acknowledged, with its intent. An intent (`i`) stays
+        pending, and open here, until its event or a cancel (`x`: the request was refused)
+        arrives, or `settle_orphans` stores it for a worker that died.
+        """
         if not entries:
             return
         self.stats.read += len(entries)
-        records = [r for r in map(self._to_record, entries) if r is not None]
+        records: list[UsageRecord] = []
+        done: list[bytes] = []
+        now = asyncio.get_running_loop().time()
+        for entry in entries:
+            entry_id, fields = entry
+            if b"i" in fields:
+                intent = self._to_intent(entry)
+                if intent is None:
+                    done.append(entry_id)
+                elif (opened := self._open.get(intent.request_id)) is not None:
+                    opened.ids.add(entry_id)  # the same intent delivered again
+                else:
+                    self._open[intent.request_id] = _Open(intent, {entry_id}, now)
+                continue
+            done.append(entry_id)
+            if b"x" in fields:
+                self._close(fields[b"x"].decode(errors="replace"), done)
+                continue
+            record = self._to_record(entry)
+            if record is not None:
+                records.append(record)
+                self._close(record.request_id, done)
         if records:
             recorded = await self._db.write(record_usage, records)
             self.stats.recorded += recorded
             self.stats.duplicates += len(records) - recorded
-        await self._acknowledge([entry_id for entry_id, _ in entries])
-        self.stats.acknowledged += len(entries)
+        await self._acknowledge(done)
+        self.stats.acknowledged += len(done)
+
+    def _close(self, request_id: str, done: list[bytes]) -> None:
+        opened = self._open.pop(request_id, None)
+        if opened is not None:
+            done.extend(opened.ids)
+
+    async def settle_orphans(self) -> int:
+        """Store the open intents of workers that died; returns how many became usage rows.
+
+        An intent open for `orphan_after` seconds is first looked up in SQLite (another
+        recorder, or this one before a restart, may have stored its event: then it is only
+        acknowledged). The rest wait while their worker's heartbeat lives. A dead worker's
+        intents are stored as estimated rows at the admission estimate (status
+        `LOST_STATUS`), and that cost is settled in Redis as the worker would have: the
+        budget reservation released, the spend counted.
+        """
+        now = asyncio.get_running_loop().time()
+        stale = [o for o in self._open.values() if now - o.seen >= self.orphan_after]
+        if not stale:
+            return 0
+        stored = await self._db.read(stored_request_ids, [o.intent.request_id for o in stale])
+        done: list[bytes] = []
+        for request_id in stored:
+            self._close(request_id, done)
+        waiting = [o for o in stale if o.intent.request_id not in stored]
+        workers = sorted({o.intent.worker for o in waiting})
+        alive: list[Any] = []
+        if workers:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for worker in workers:
+                    _ = pipe.exists(self._keyspace.worker_heartbeat(worker))
+                alive = await pipe.execute()
+        dead = {worker for worker, live in zip(workers, alive, strict=True) if not live}
+        orphans = [o.intent for o in waiting if o.intent.worker in dead]
+        fresh: list[UsageRecord] = []
+        if orphans:
+            fresh = await self._db.write(record_new_usage, [_orphan_record(i) for i in orphans])
+            await self._charge(
+                [i for i in orphans if i.request_id in {r.request_id for r in fresh}]
+            )
+            for intent in orphans:
+                self._close(intent.request_id, done)
+            self.stats.orphans += len(fresh)
+            log.warning(
+                "requests of a worker that died recorded at their estimate",
+                requests=len(fresh),
+                workers=sorted(dead),
+            )
+        if done:
+            await self._acknowledge(done)
+            self.stats.acknowledged += len(done)
+        return len(fresh)
+
+    async def _charge(self, intents: Sequence[UsageIntent]) -> None:
+        """Settle lost requests' cost in Redis: release each reservation, count the spend."""
+        if not intents:
+            return
+        now = datetime.now(UTC)
+
+        def build(pipe: Any) -> None:
+            for intent in intents:
+                self._limiter.queue_settle(
+                    pipe,
+                    key_id=intent.key_id,
+                    request_id=intent.request_id,
+                    limits=_NO_LIMITS,
+                    estimated_tokens=0,
+                    real_tokens=0,
+                    cost_nano=intent.cost_nano,
+                    period=intent.period,
+                    ttl=spend_ttl(intent.period, now) if intent.period else 0,
+                    reserved=intent.reserved,
+                )
+
+        await self._limiter.run(self._client, build)
+
+    def _to_intent(self, entry: Entry) -> UsageIntent | None:
+        entry_id, fields = entry
+        try:
+            intent = _decode_intent(fields[b"i"])
+            _orphan_record(intent)  # the values a row must hold
+        except (msgspec.DecodeError, ValueError) as exc:
+            self.stats.malformed += 1
+            log.warning("malformed usage intent dropped", id=entry_id.decode(), error=str(exc))
+            return None
+        return intent
 
     def _to_record(self, entry: Entry) -> UsageRecord | None:
         entry_id, fields = entry
@@ -341,6 +482,8 @@ class Recorder:
             return None
 
     async def _acknowledge(self, ids: list[bytes]) -> None:
+        if not ids:  # a batch of intents only: they stay pending
+            return
         async with self._client.pipeline(transaction=True) as pipe:
             _ = pipe.xack(self._stream, self._group, *ids)
             _ = pipe.xdel(self._stream, *ids)
@@ -359,6 +502,39 @@ class Recorder:
             if name != me and consumer["pending"] == 0 and consumer["idle"] > self.forget_after_ms:
                 await self._client.xgroup_delconsumer(self._stream, self._group, name)
                 log.info("removed a consumer gone quiet", consumer=name.decode())
+
+
+class _Open:
+    """An intent whose request is still running (or whose worker died)."""
+
+    __slots__ = ("ids", "intent", "seen")
+
+    def __init__(self, intent: UsageIntent, ids: set[bytes], seen: float) -> None:
+        self.intent = intent
+        self.ids = ids
+        """Its stream entry ids (one, or more after a redelivery), acknowledged together."""
+        self.seen = seen
+        """Loop time it was first read."""
+
+
+def _orphan_record(intent: UsageIntent) -> UsageRecord:
+    """The usage row of a request whose worker died before it was settled."""
+    return to_record(
+        UsageEvent(
+            request_id=intent.request_id,
+            key_id=intent.key_id,
+            org_id=intent.org_id,
+            team_id=intent.team_id,
+            user_id=intent.user_id,
+            model=intent.model,
+            created_ms=intent.created_ms,
+            status=LOST_STATUS,
+            prompt_tokens=intent.prompt_tokens,
+            completion_tokens=intent.completion_tokens,
+            cost_nano=intent.cost_nano,
+            estimated=True,
+        )
+    )
 
 
 def _entries(response: Any) -> list[Entry]:

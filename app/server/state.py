@@ -128,10 +128,12 @@ class WorkerState:
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             follower = tasks.create_task(link.follow(), name="control-plane-follower")
             settler = tasks.create_task(self.accounting.run_settlements(), name="settlements")
+            heartbeat = tasks.create_task(self.accounting.run_heartbeat(), name="heartbeat")
             try:
                 yield
             finally:
                 follower.cancel()
+                heartbeat.cancel()
                 settler.cancel()  # it sends what is still queued before it ends
 
     async def _close_providers(self) -> None:

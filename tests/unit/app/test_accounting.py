@@ -23,6 +23,7 @@ from app.domain import (
     ServiceUnavailable,
     Usage,
     UsageEvent,
+    UsageIntent,
 )
 from app.keyspace import Keyspace
 from app.pricing import Price, PriceTable
@@ -117,11 +118,22 @@ async def test_a_limited_cacheable_request_costs_two_round_trips(accounting: Acc
     assert (CountingPipeline.trips, CountingRedis.singles) == (4, 0)
 
 
-async def test_an_unlimited_uncacheable_request_costs_no_trip(accounting: Accounting) -> None:
+async def test_an_unlimited_uncacheable_request_still_writes_its_intent(
+    accounting: Accounting, server: EmbeddedRedis
+) -> None:
+    """No limit to take, nothing to look up: the admission round trip carries the intent only."""
     ticket = await _admit(accounting, _identity(), PLAIN, "r1")
-    accounting.settle(ticket, tokens=20, cost_nano=1000)
+    assert ticket.admission is None
+    accounting.finish(ticket, status=200, usage=Usage(prompt_tokens=3, completion_tokens=2))
     await accounting.flush()
-    assert (CountingPipeline.trips, CountingRedis.singles) == (0, 0)
+    assert (CountingPipeline.trips, CountingRedis.singles) == (2, 0)
+    client = aioredis.Redis.from_url(server.url)
+    entries = await client.xrange(Keyspace().usage_stream)
+    await client.aclose()
+    assert [sorted(fields) for _, fields in entries] == [[b"i"], [b"e"]]
+    intent = msgspec.json.decode(entries[0][1][b"i"], type=UsageIntent)
+    assert (intent.request_id, intent.worker) == ("r1", accounting.worker_id)
+    assert intent.reserved is False
 
 
 async def test_refusals_raise_the_errors_with_headers(accounting: Accounting) -> None:
@@ -181,7 +193,11 @@ async def test_queued_settlements_share_one_round_trip(accounting: Accounting) -
 async def _events(server: EmbeddedRedis) -> list[UsageEvent]:
     async with aioredis.Redis.from_url(server.url) as client:
         entries = await client.xrange(Keyspace().usage_stream)
-    return [msgspec.json.decode(fields[b"e"], type=UsageEvent) for _, fields in entries]
+    return [
+        msgspec.json.decode(fields[b"e"], type=UsageEvent)
+        for _, fields in entries
+        if b"e" in fields  # intents (`i`) are tested on their own
+    ]
 
 
 async def test_every_finished_request_appends_one_usage_event(
@@ -203,8 +219,9 @@ async def test_every_finished_request_appends_one_usage_event(
     hit = await _admit(accounting, identity, CACHEABLE, "hit")
     accounting.finish(hit, status=200, cached=True)
     await accounting.flush()
-    # no limits: no admission trip; the cacheable one looked in the cache; one for all four
-    assert CountingPipeline.trips == 2
+    # one admission trip each (no limits: only the intent, and the cache lookup for the
+    # cacheable one), and one settlement trip for all four
+    assert CountingPipeline.trips == 5
 
     events = {e.request_id: e for e in await _events(server)}
     assert set(events) == {"answered", "failed", "silent", "hit"}
