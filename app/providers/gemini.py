@@ -269,11 +269,14 @@ class _BatchEmbed(_Wire):
 
 
 def _texts(content: str | list[_ContentPart] | None) -> list[str]:
-    """The text pieces of an OpenAI message content (non-text parts are the caller's job)."""
+    """The non-empty text pieces of an OpenAI message content (non-text parts are the caller's).
+
+    Gemini refuses an empty text part, and clients send `"content": ""` beside tool calls.
+    """
     if content is None:
         return []
     if isinstance(content, str):
-        return [content]
+        return [content] if content else []
     return [part.text for part in content if part.type == "text" and part.text]
 
 

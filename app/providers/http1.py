@@ -171,9 +171,11 @@ class Http1Pool:
         )
         self._prefix = url.path.rstrip("/").encode()
         host_header = url.netloc.rsplit("@", 1)[-1].encode()
-        lines = [b"Host: " + host_header]
-        lines += [f"{name}: {value}".encode() for name, value in headers.items()]
-        self._static = b"\r\n".join(lines) + b"\r\n"
+        self._host_line = b"Host: " + host_header + b"\r\n"
+        self._fixed_lines = {
+            name.lower(): f"{name}: {value}\r\n".encode() for name, value in headers.items()
+        }
+        self._static = self._host_line + b"".join(self._fixed_lines.values())
         self._connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._idle: list[_Connection] = []
@@ -191,18 +193,21 @@ class Http1Pool:
         return protocol
 
     def _request(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> bytes:
-        extra = (
-            "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
-            if headers
-            else b""
-        )
+        static, extra = self._static, b""
+        if headers:
+            extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+            replaced = {name.lower() for name in headers} & self._fixed_lines.keys()
+            if replaced:  # this request's own value stands in for the pool's
+                static = self._host_line + b"".join(
+                    line for name, line in self._fixed_lines.items() if name not in replaced
+                )
         return b"".join(
             (
                 b"POST ",
                 self._prefix,
                 path.encode(),
                 b" HTTP/1.1\r\n",
-                self._static,
+                static,
                 extra,
                 b"Content-Length: ",
                 str(len(body)).encode(),
@@ -217,7 +222,8 @@ class Http1Pool:
     ) -> AsyncIterator[_Connection]:
         """Send a POST and yield its connection once the answer's head has arrived.
 
-        `headers` are sent with this request only, after the pool's own (a request signature).
+        `headers` are sent with this request only, after the pool's own (a request signature);
+        one that names a header of the pool replaces it for this request.
 
         A reused keep-alive connection that turns out to be closed before any answer byte is
         retried once on a fresh one (the usual keep-alive race). Leaving the block before the

@@ -80,11 +80,14 @@ class Transport:
             read_timeout=read_timeout,
         )
 
-    async def _sign(self, path: str, body: bytes) -> Mapping[str, str] | None:
-        """The per-request headers of the auth flow (None without one)."""
+    async def _sign(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> Mapping[str, str] | None:
+        """The per-request headers: the auth flow's, then `headers` (None for neither)."""
         if self._auth is None:
-            return None
-        request = httpx.Request("POST", self.base_url + path, headers=self._fixed, content=body)
+            return headers or None
+        fixed = {**self._fixed, **headers} if headers else self._fixed
+        request = httpx.Request("POST", self.base_url + path, headers=fixed, content=body)
         flow = self._auth.async_auth_flow(request)
         try:
             signed = await flow.__anext__()
@@ -93,29 +96,38 @@ class Transport:
             raise
         finally:
             await flow.aclose()
-        return {
+        sent = {
             name: value
             for name, value in signed.headers.items()
             if name not in _TRANSPORT_HEADERS and self._fixed_lower.get(name) != value
         }
+        return {**sent, **headers} if headers else sent
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes, str]:
-        """POST and read the whole answer: (status, body, content type)."""
-        headers = await self._sign(path, body)
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes, str]:
+        """POST and read the whole answer: (status, body, content type).
+
+        `headers` go with this request only (and replace fixed ones of the same name): the
+        allow-listed client headers of the native routes, such as `anthropic-beta`.
+        """
+        headers = await self._sign(path, body, headers)
         with upstream_errors(self.provider):
             async with self._pool.post(path, body, headers) as answer:
                 data = await self._pool.read_all(answer, MAX_BODY)
                 return answer.status, data, answer.content_type.decode("latin-1")
 
     @contextlib.asynccontextmanager
-    async def post_stream(self, path: str, body: bytes) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def post_stream(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         """POST and yield an iterator over the answer's body pieces as they arrive.
 
         A non-2xx status raises `UpstreamStatus` on entry, with the body read (capped).
         Leaving the block early closes the connection: that is how a cancelled client
-        request cancels the upstream one.
+        request cancels the upstream one. `headers` as for `post`.
         """
-        headers = await self._sign(path, body)
+        headers = await self._sign(path, body, headers)
         async with contextlib.AsyncExitStack() as stack:
             with upstream_errors(self.provider):
                 answer = await stack.enter_async_context(self._pool.post(path, body, headers))

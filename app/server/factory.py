@@ -13,6 +13,7 @@ from litestar.types import Receive, Scope, Send
 from app.config import Config, config_from_environment
 from app.server.admin_forward import AdminForwarder
 from app.server.errors import error_body
+from app.server.native_api import NativeApi
 from app.server.openai_api import Handler, OpenAIApi
 from app.server.state import WorkerState
 from app.server.system_api import system_handlers
@@ -61,9 +62,10 @@ def create_app(config: Config | None = None) -> HotPathApp:
         log.debug(warning)
     state = WorkerState(config)
     api = OpenAIApi(state)
+    native = NativeApi(state).handlers()
     admin = AdminForwarder(config.server.control_url or f"http://{config.server.admin_addr}")
     app = Litestar(
-        route_handlers=[*api.handlers(), *system_handlers(state), admin.handler()],
+        route_handlers=[*api.handlers(), *native, *system_handlers(state), admin.handler()],
         on_startup=[admin.start],
         on_shutdown=[admin.aclose],
         lifespan=[state.lifespan],

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+import msgspec
 import redis.asyncio as aioredis
 import structlog
 from litestar import Litestar
@@ -22,7 +23,7 @@ from app.routing.router import Router, build_routes, route_specs
 from app.server.auth import Authenticator, StaticKeys, identities_from_config
 from app.server.control import ControlLink, KeyCache
 from app.server.model_list import ModelList
-from app.snapshot import snapshot_from_config
+from app.snapshot import provider_settings, snapshot_from_config
 
 log = structlog.get_logger("gandalf.worker")
 
@@ -39,6 +40,9 @@ class WorkerState:
         self.authenticator = Authenticator(StaticKeys(identities_from_config(config.keys)))
         self.model_list = ModelList((), int(time.time()))
         self._secrets = {p.name: p.resolved_api_key for p in config.providers}
+        self._local = {p.name: provider_settings(p) for p in config.providers}
+        """Each provider as this process's own file has it: the source of what only the
+        machine that calls the provider knows (its credentials file), and SQLite never holds."""
         self._providers: dict[str, tuple[ProviderSettings, Provider]] = {}
         self._gateway: Gateway | None = None
         self.snapshot_version = -1
@@ -60,9 +64,10 @@ class WorkerState:
     async def apply(self, snapshot: ConfigSnapshot) -> None:
         """Serve from `snapshot`; adapters whose settings did not change are kept."""
         providers: dict[str, tuple[ProviderSettings, Provider]] = {}
-        for settings in snapshot.providers:
-            if not settings.enabled:
+        for published in snapshot.providers:
+            if not published.enabled:
                 continue
+            settings = self._with_local(published)
             current = self._providers.get(settings.name)
             if current is not None and current[0] == settings:
                 providers[settings.name] = current
@@ -87,6 +92,18 @@ class WorkerState:
             version=snapshot.version,
             providers=sorted(providers),
             models=len(routes),
+        )
+
+    def _with_local(self, settings: ProviderSettings) -> ProviderSettings:
+        """The published settings, with the local-only ones of the same provider laid over."""
+        local = self._local.get(settings.name)
+        if local is None or (local.type, local.hosting) != (settings.type, settings.hosting):
+            return settings
+        return msgspec.structs.replace(
+            settings,
+            auth_type=settings.auth_type or local.auth_type,
+            credentials_file=settings.credentials_file or local.credentials_file,
+            connect_timeout_ms=local.connect_timeout_ms,
         )
 
     async def is_ready(self) -> bool:

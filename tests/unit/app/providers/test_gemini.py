@@ -285,6 +285,21 @@ def test_tool_round_trip_names_the_function_and_groups_results() -> None:
     ]
 
 
+def test_empty_assistant_and_system_text_make_no_empty_parts() -> None:
+    """Clients send `"content": ""` beside tool calls; Gemini refuses an empty text part."""
+    body = chat(
+        {"role": "system", "content": ""},
+        user("weather?"),
+        {"role": "assistant", "content": "", "tool_calls": [_call("call_a", "get_weather", "")]},
+        {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
+    )
+    assert "systemInstruction" not in body
+    assert body["contents"][1] == {
+        "role": "model",
+        "parts": [{"functionCall": {"name": "get_weather", "args": {}, "id": "call_a"}}],
+    }
+
+
 def test_later_tool_calls_win_for_a_reused_id_and_legacy_function_role() -> None:
     body = chat(
         user("a"),
