@@ -141,7 +141,8 @@ class Accounting:
         self._late: set[asyncio.Task[None]] = set()
         self._cancels: list[str] = []
         self.worker_id = uuid.uuid4().hex
-        """Names this worker's heartbeat and is written in its intents."""
+        """Names this worker's heartbeat and its hash of intents."""
+        self._intents = keyspace.intents(self.worker_id)
 
     async def start(self) -> None:
         """Load the scripts (a worker that starts while Redis is down loads them later)."""
@@ -189,7 +190,7 @@ class Accounting:
             results = await self._run(
                 lambda pipe: self._queue_admission(pipe, ticket, limited, lookup, intent)
             )
-            # results: the intent's XADD, then the admission when limited, then the cache GET
+            # results: the intent's HSET, then the admission when limited, then the cache GET
             admission = self._limiter.read_admit(results[1], ticket.limits) if limited else None
             cached = results[-1] if lookup else None
             if isinstance(cached, BaseException):
@@ -254,8 +255,9 @@ class Accounting:
         self, pipe: Any, ticket: Ticket, limited: object, lookup: bool, intent: bytes
     ) -> None:
         # the intent first: a worker killed once the upstream has the request still leaves it
+        # (in this worker's hash of requests in flight; the settlement deletes it)
         # in the stream (see `domain.UsageIntent`)
-        pipe.execute_command("XADD", self._keyspace.usage_stream, "*", "i", intent)
+        pipe.execute_command("HSET", self._intents, ticket.request_id, intent)
         if limited:
             self._limiter.queue_admit(
                 pipe,
@@ -397,11 +399,17 @@ class Accounting:
 
     async def run_heartbeat(self) -> None:
         """Keep this worker's heartbeat key alive (the recorder's sign that it still settles)."""
-        key = self._keyspace.worker_heartbeat(self.worker_id)
+        keyspace, worker = self._keyspace, self.worker_id
+        key = keyspace.worker_heartbeat(worker)
         ttl = str(int(HEARTBEAT_TTL * 1000))
+
+        def beat(pipe: Any) -> None:
+            pipe.execute_command("SET", key, b"1", "PX", ttl)
+            pipe.execute_command("SADD", keyspace.workers, worker)
+
         while True:
             try:
-                await self._run(lambda pipe: pipe.execute_command("SET", key, b"1", "PX", ttl))
+                await self._run(beat)
             except REDIS_ERRORS as exc:
                 self._degraded(exc)
             await asyncio.sleep(HEARTBEAT_EVERY)
@@ -454,8 +462,10 @@ class Accounting:
                 if event is not None:
                     # never trimmed here: an event is deleted once the recorder stored it
                     pipe.execute_command("XADD", stream, "*", "e", _encode_event(event))
-            for request_id in cancels:
-                pipe.execute_command("XADD", stream, "*", "x", request_id)
+            # after the events: a worker killed between the two leaves an intent the recorder
+            # finds already stored, never a request with neither
+            closed = [ticket.request_id for ticket, *_ in batch] + cancels
+            pipe.execute_command("HDEL", self._intents, *closed)
 
         try:
             results = await self._run(queue)

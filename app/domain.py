@@ -299,11 +299,12 @@ class UsageEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class UsageIntent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """An admitted request, written to the usage stream (field `i`) in the admission round trip.
+    """An admitted request in flight, kept in its worker's hash of intents in Redis.
 
-    Its `UsageEvent` completes it. When the worker that admitted it dies first (its heartbeat
-    key expires), the recorder stores it as a row of its own, charged at the admission
-    estimate, so a request that may have reached a provider is never missing from usage.
+    The admission round trip writes it; the settlement round trip, which appends the request's
+    `UsageEvent`, deletes it. When the worker dies in between (its heartbeat key expires), the
+    recorder stores it as a row of its own, charged at the admission estimate, so a request
+    that may have reached a provider is never missing from usage.
     """
 
     request_id: str

@@ -72,10 +72,19 @@ class Keyspace:
     def worker_heartbeat(self, worker_id: str) -> str:
         """String with a short TTL that a live data-plane worker keeps refreshing.
 
-        The recorder treats the open intents (`domain.UsageIntent`) of a worker whose
-        heartbeat is gone as requests that will never be settled.
+        The recorder treats the intents (`domain.UsageIntent`) left in the hash of a worker
+        whose heartbeat is gone as requests that will never be settled.
         """
         return f"{self.prefix}:worker:{worker_id}"
+
+    def intents(self, worker_id: str) -> str:
+        """Hash: request id → `domain.UsageIntent` JSON, the worker's requests in flight."""
+        return f"{self.prefix}:intents:{worker_id}"
+
+    @property
+    def workers(self) -> str:
+        """Set: the ids of the data-plane workers that have intents (see `worker_heartbeat`)."""
+        return f"{self.prefix}:workers"
 
     @property
     def quota_marker(self) -> str:

@@ -147,7 +147,7 @@ class Recorder:
         forget_after_ms: int = 3_600_000,
         retry_delay: float = 0.5,
         max_retry_delay: float = 10.0,
-        orphan_after: float = 2.0,
+        sweep_interval: float = 1.0,
     ) -> None:
         """Set up the recorder; nothing touches Redis or SQLite before `run`.
 
@@ -168,7 +168,7 @@ class Recorder:
                 gone (each supervisor process reads under a new name): its name is removed.
             retry_delay: first wait after an error; it doubles up to `max_retry_delay`.
             max_retry_delay: longest wait between retries.
-            orphan_after: seconds an intent stays open before `settle_orphans` looks at it.
+            sweep_interval: seconds between two looks for workers that died.
         """
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("the recorder needs a Redis client that returns bytes")
@@ -186,13 +186,10 @@ class Recorder:
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self.stats = RecorderStats()
-        self.orphan_after = orphan_after
+        self.sweep_interval = sweep_interval
         self._keyspace = keyspace
         self._limiter = Limiter(keyspace)
-        self._open: dict[str, _Open] = {}
-        """Intents read and not yet closed, by request id."""
         self._next_sweep = 0.0
-        self._pending_cursor = "0"
         self._ready = False
         self._own_pending = True
         """Read this consumer's unacknowledged entries ("0") before new ones (">")."""
@@ -231,8 +228,7 @@ class Recorder:
                 delay = self.retry_delay
                 continue
             self.stats.failures += 1
-            # what was read but not acknowledged is read again
-            self._own_pending, self._pending_cursor = True, "0"
+            self._own_pending = True  # what was read but not acknowledged is read again
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_retry_delay)
 
@@ -247,15 +243,10 @@ class Recorder:
             self._next_claim = loop.time() + self.claim_interval
         if loop.time() >= self._next_sweep:
             await self.settle_orphans()
-            self._next_sweep = loop.time() + min(1.0, self.orphan_after)
+            self._next_sweep = loop.time() + self.sweep_interval
         if self._own_pending:
-            # page through this consumer's pending entries (open intents stay pending, so
-            # reading from "0" again would return them for ever)
-            entries = await self.read(self._pending_cursor)
-            if entries:
-                self._pending_cursor = entries[-1][0].decode()
-            else:
-                self._own_pending, self._pending_cursor = False, "0"
+            entries = await self.read("0")
+            self._own_pending = bool(entries)
             await self.record(entries)
             return False
         entries = await self.read(">")
@@ -299,10 +290,7 @@ class Recorder:
         return any(group["name"] in (name, self._group) for group in groups)
 
     async def read(self, cursor: str) -> list[Entry]:
-        """One batch: `>` new entries (waiting up to `block_ms`), else pending ones.
-
-        Any other `cursor` reads this consumer's pending entries after that id (`0`: all).
-        """
+        """One batch: `>` new entries (waiting up to `block_ms`), `0` this consumer's pending."""
         block = self.block_ms if cursor == ">" and not self._draining else None
         response = await self._client.xreadgroup(
             self._group, self.consumer, {self._stream: cursor}, count=self.batch_size, block=block
@@ -340,94 +328,71 @@ class Recorder:
         return claimed
 
     async def record(self, entries: Sequence[Entry]) -> None:
-        """Store the events of `entries` in one transaction, then acknowledge what is done.
-
-        A final event (`e`) is stored and acknowledged, with its intent. An intent (`i`) stays
-        pending, and open here, until its event or a cancel (`x`: the request was refused)
-        arrives, or `settle_orphans` stores it for a worker that died.
-        """
+        """Store the events of `entries` in one transaction, then acknowledge and delete all."""
         if not entries:
             return
         self.stats.read += len(entries)
-        records: list[UsageRecord] = []
-        done: list[bytes] = []
-        now = asyncio.get_running_loop().time()
-        for entry in entries:
-            entry_id, fields = entry
-            if b"i" in fields:
-                intent = self._to_intent(entry)
-                if intent is None:
-                    done.append(entry_id)
-                elif (opened := self._open.get(intent.request_id)) is not None:
-                    opened.ids.add(entry_id)  # the same intent delivered again
-                else:
-                    self._open[intent.request_id] = _Open(intent, {entry_id}, now)
-                continue
-            done.append(entry_id)
-            if b"x" in fields:
-                self._close(fields[b"x"].decode(errors="replace"), done)
-                continue
-            record = self._to_record(entry)
-            if record is not None:
-                records.append(record)
-                self._close(record.request_id, done)
+        records = [r for r in map(self._to_record, entries) if r is not None]
         if records:
             recorded = await self._db.write(record_usage, records)
             self.stats.recorded += recorded
             self.stats.duplicates += len(records) - recorded
-        await self._acknowledge(done)
-        self.stats.acknowledged += len(done)
-
-    def _close(self, request_id: str, done: list[bytes]) -> None:
-        opened = self._open.pop(request_id, None)
-        if opened is not None:
-            done.extend(opened.ids)
+        await self._acknowledge([entry_id for entry_id, _ in entries])
+        self.stats.acknowledged += len(entries)
 
     async def settle_orphans(self) -> int:
-        """Store the open intents of workers that died; returns how many became usage rows.
+        """Store the requests in flight of workers that died; returns how many became rows.
 
-        An intent open for `orphan_after` seconds is first looked up in SQLite (another
-        recorder, or this one before a restart, may have stored its event: then it is only
-        acknowledged). The rest wait while their worker's heartbeat lives. A dead worker's
-        intents are stored as estimated rows at the admission estimate (status
-        `LOST_STATUS`), and that cost is settled in Redis as the worker would have: the
-        budget reservation released, the spend counted.
+        Each worker keeps its admitted, unsettled requests (`domain.UsageIntent`) in a hash of
+        its own and a heartbeat key alive. A worker whose heartbeat expired will settle nothing
+        more: each of its intents whose event is not stored already becomes an estimated row
+        at the admission estimate (status `LOST_STATUS`), and that cost is settled in Redis as
+        the worker would have (the budget reservation released, the spend counted). The
+        heartbeat outlives the worker by `HEARTBEAT_TTL` (10 s), long enough for the events
+        it appended before dying to be recorded first: those are only dropped from the hash.
         """
-        now = asyncio.get_running_loop().time()
-        stale = [o for o in self._open.values() if now - o.seen >= self.orphan_after]
-        if not stale:
+        keyspace = self._keyspace
+        workers: list[bytes] = sorted(await self._client.smembers(keyspace.workers))  # type: ignore[arg-type]
+        if not workers:
             return 0
-        stored = await self._db.read(stored_request_ids, [o.intent.request_id for o in stale])
-        done: list[bytes] = []
-        for request_id in stored:
-            self._close(request_id, done)
-        waiting = [o for o in stale if o.intent.request_id not in stored]
-        workers = sorted({o.intent.worker for o in waiting})
-        alive: list[Any] = []
-        if workers:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for worker in workers:
-                    _ = pipe.exists(self._keyspace.worker_heartbeat(worker))
-                alive = await pipe.execute()
-        dead = {worker for worker, live in zip(workers, alive, strict=True) if not live}
-        orphans = [o.intent for o in waiting if o.intent.worker in dead]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for worker in workers:
+                _ = pipe.exists(keyspace.worker_heartbeat(worker.decode()))
+            alive = await pipe.execute()
+        recorded = 0
+        for worker, live in zip(workers, alive, strict=True):
+            if not live:
+                recorded += await self._bury(worker.decode())
+        return recorded
+
+    async def _bury(self, worker: str) -> int:
+        """Record a dead worker's intents, then forget the worker."""
+        keyspace = self._keyspace
+        stored_intents: dict[bytes, bytes] = await self._client.hgetall(  # type: ignore[assignment]
+            keyspace.intents(worker)
+        )
+        intents = [
+            intent
+            for raw in stored_intents.values()
+            if (intent := self._to_intent(raw)) is not None
+        ]
+        stored = await self._db.read(stored_request_ids, [i.request_id for i in intents])
+        orphans = [i for i in intents if i.request_id not in stored]
         fresh: list[UsageRecord] = []
         if orphans:
             fresh = await self._db.write(record_new_usage, [_orphan_record(i) for i in orphans])
-            await self._charge(
-                [i for i in orphans if i.request_id in {r.request_id for r in fresh}]
-            )
-            for intent in orphans:
-                self._close(intent.request_id, done)
+            new_ids = {record.request_id for record in fresh}
+            await self._charge([i for i in orphans if i.request_id in new_ids])
             self.stats.orphans += len(fresh)
             log.warning(
                 "requests of a worker that died recorded at their estimate",
                 requests=len(fresh),
-                workers=sorted(dead),
+                worker=worker,
             )
-        if done:
-            await self._acknowledge(done)
-            self.stats.acknowledged += len(done)
+        async with self._client.pipeline(transaction=True) as pipe:
+            _ = pipe.delete(keyspace.intents(worker))
+            _ = pipe.srem(keyspace.workers, worker)
+            await pipe.execute()
         return len(fresh)
 
     async def _charge(self, intents: Sequence[UsageIntent]) -> None:
@@ -453,16 +418,13 @@ class Recorder:
 
         await self._limiter.run(self._client, build)
 
-    def _to_intent(self, entry: Entry) -> UsageIntent | None:
-        entry_id, fields = entry
+    def _to_intent(self, raw: bytes) -> UsageIntent | None:
         try:
-            intent = _decode_intent(fields[b"i"])
-            _orphan_record(intent)  # the values a row must hold
-        except (msgspec.DecodeError, ValueError) as exc:
+            return _decode_intent(raw)
+        except msgspec.DecodeError as exc:
             self.stats.malformed += 1
-            log.warning("malformed usage intent dropped", id=entry_id.decode(), error=str(exc))
+            log.warning("malformed usage intent dropped", error=str(exc), intent=raw[:300])
             return None
-        return intent
 
     def _to_record(self, entry: Entry) -> UsageRecord | None:
         entry_id, fields = entry
@@ -502,19 +464,6 @@ class Recorder:
             if name != me and consumer["pending"] == 0 and consumer["idle"] > self.forget_after_ms:
                 await self._client.xgroup_delconsumer(self._stream, self._group, name)
                 log.info("removed a consumer gone quiet", consumer=name.decode())
-
-
-class _Open:
-    """An intent whose request is still running (or whose worker died)."""
-
-    __slots__ = ("ids", "intent", "seen")
-
-    def __init__(self, intent: UsageIntent, ids: set[bytes], seen: float) -> None:
-        self.intent = intent
-        self.ids = ids
-        """Its stream entry ids (one, or more after a redelivery), acknowledged together."""
-        self.seen = seen
-        """Loop time it was first read."""
 
 
 def _orphan_record(intent: UsageIntent) -> UsageRecord:

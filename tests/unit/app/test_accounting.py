@@ -118,25 +118,29 @@ async def test_a_limited_cacheable_request_costs_two_round_trips(accounting: Acc
     assert (CountingPipeline.trips, CountingRedis.singles) == (4, 0)
 
 
-async def test_an_unlimited_uncacheable_request_still_writes_its_intent(
+async def test_an_admitted_request_is_an_intent_until_it_is_settled(
     accounting: Accounting, server: EmbeddedRedis
 ) -> None:
-    """No limit to take, nothing to look up: the admission round trip carries the intent only."""
+    """No limit to take, nothing to look up: the admission round trip writes the intent only."""
+    intents = Keyspace().intents(accounting.worker_id)
     ticket = await _admit(accounting, _identity(), PLAIN, "r1")
     assert ticket.admission is None
-    accounting.finish(ticket, status=200, usage=Usage(prompt_tokens=3, completion_tokens=2))
-    await accounting.flush()
-    assert (CountingPipeline.trips, CountingRedis.singles) == (2, 0)
-    client = aioredis.Redis.from_url(server.url)
-    entries = await client.xrange(Keyspace().usage_stream)
-    await client.aclose()
-    assert [sorted(fields) for _, fields in entries] == [[b"i"], [b"e"]]
-    intent = msgspec.json.decode(entries[0][1][b"i"], type=UsageIntent)
-    assert (intent.request_id, intent.worker) == ("r1", accounting.worker_id)
-    assert intent.reserved is False
+    async with aioredis.Redis.from_url(server.url) as client:
+        raw = await client.hget(intents, "r1")
+        assert raw is not None
+        intent = msgspec.json.decode(raw, type=UsageIntent)
+        assert (intent.request_id, intent.worker) == ("r1", accounting.worker_id)
+        assert (intent.completion_tokens, intent.reserved) == (10, False)  # max_tokens: 10
+        accounting.finish(ticket, status=200, usage=Usage(prompt_tokens=3, completion_tokens=2))
+        await accounting.flush()
+        assert (CountingPipeline.trips, CountingRedis.singles) == (2, 0)
+        assert await client.hlen(intents) == 0  # settled: its event replaces it
+        assert await client.xlen(Keyspace().usage_stream) == 1
 
 
-async def test_refusals_raise_the_errors_with_headers(accounting: Accounting) -> None:
+async def test_refusals_raise_the_errors_with_headers(
+    accounting: Accounting, server: EmbeddedRedis
+) -> None:
     identity = _identity(rpm_limit=1)
     await _admit(accounting, identity, PLAIN, "r1")
     with pytest.raises(RateLimited) as refused:
@@ -145,6 +149,9 @@ async def test_refusals_raise_the_errors_with_headers(accounting: Accounting) ->
     assert headers[b"x-ratelimit-limit-requests"] == b"1"
     assert headers[b"x-ratelimit-remaining-requests"] == b"0"
     assert int(headers[b"retry-after"]) >= 1
+    await accounting.flush()  # the refused request's intent goes; the admitted one's stays
+    async with aioredis.Redis.from_url(server.url) as client:
+        assert await client.hkeys(Keyspace().intents(accounting.worker_id)) == [b"r1"]
 
 
 async def test_the_budget_reserves_the_longest_answer(accounting: Accounting) -> None:
@@ -193,11 +200,7 @@ async def test_queued_settlements_share_one_round_trip(accounting: Accounting) -
 async def _events(server: EmbeddedRedis) -> list[UsageEvent]:
     async with aioredis.Redis.from_url(server.url) as client:
         entries = await client.xrange(Keyspace().usage_stream)
-    return [
-        msgspec.json.decode(fields[b"e"], type=UsageEvent)
-        for _, fields in entries
-        if b"e" in fields  # intents (`i`) are tested on their own
-    ]
+    return [msgspec.json.decode(fields[b"e"], type=UsageEvent) for _, fields in entries]
 
 
 async def test_every_finished_request_appends_one_usage_event(

@@ -1,4 +1,8 @@
-"""Intents: a request admitted by a worker that dies is still recorded, once, at its estimate."""
+"""Intents: a request admitted by a worker that dies is still recorded, once, at its estimate.
+
+Each worker keeps its requests in flight in a hash (`Keyspace.intents`) and a heartbeat alive;
+the recorder's sweep stores what a dead worker left there.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,13 @@ def db(tmp_path: Path) -> Iterator[Database]:
 @pytest.fixture
 async def recorder(redis_client: aioredis.Redis, db: Database) -> AsyncIterator[Recorder]:
     rec = Recorder(
-        redis_client, KS, db, block_ms=20, retry_delay=0.01, max_retry_delay=0.05, orphan_after=0.2
+        redis_client,
+        KS,
+        db,
+        block_ms=20,
+        retry_delay=0.01,
+        max_retry_delay=0.05,
+        sweep_interval=0.05,
     )
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(rec.run())
@@ -72,9 +82,11 @@ def _event(request_id: str) -> UsageEvent:
     )
 
 
-async def _add(client: aioredis.Redis, field: str, value: object) -> None:
-    payload = value if isinstance(value, bytes) else msgspec.json.encode(value)
-    await client.xadd(KS.usage_stream, {field: payload})
+async def _in_flight(client: aioredis.Redis, *intents: UsageIntent) -> None:
+    """What a worker's admissions write: its intents, its name among the workers."""
+    for intent in intents:
+        await client.hset(KS.intents(intent.worker), intent.request_id, msgspec.json.encode(intent))
+        await client.sadd(KS.workers, intent.worker)
 
 
 def _rows(db: Database) -> list[tuple[object, ...]]:
@@ -92,29 +104,7 @@ async def _until(check: object) -> None:
             await asyncio.sleep(0.01)
 
 
-async def _pending(client: aioredis.Redis) -> int:
-    info = await client.xpending(KS.usage_stream, KS.usage_group)
-    return int(info["pending"])
-
-
-async def test_an_intent_closed_by_its_event_or_a_cancel_leaves_nothing_pending(
-    recorder: Recorder, redis_client: aioredis.Redis, db: Database
-) -> None:
-    await redis_client.set(KS.worker_heartbeat("w1"), 1)
-    await _add(redis_client, "i", _intent("answered"))
-    await _add(redis_client, "i", _intent("refused"))
-    await _add(redis_client, "e", _event("answered"))
-    await _add(redis_client, "x", b"refused")
-
-    async def settled() -> bool:
-        return recorder.stats.acknowledged == 4 and await _pending(redis_client) == 0
-
-    await _until(settled)
-    assert _rows(db) == [("answered", 200, 10_000, "provider")]
-    assert await redis_client.xlen(KS.usage_stream) == 0
-
-
-async def test_a_dead_workers_open_intent_is_recorded_and_charged_once(
+async def test_a_dead_workers_intents_are_recorded_and_charged_once(
     recorder: Recorder, redis_client: aioredis.Redis, db: Database
 ) -> None:
     await redis_client.set(KS.worker_heartbeat("alive"), 1)
@@ -122,40 +112,38 @@ async def test_a_dead_workers_open_intent_is_recorded_and_charged_once(
     await redis_client.set(reserved, 14_000)
     await redis_client.zadd(f"{reserved}:z", {"lost": 9e15})
     await redis_client.hset(f"{reserved}:h", "lost", 14_000)
-    await _add(redis_client, "i", _intent("lost", worker="dead", reserved=True))
-    await _add(redis_client, "i", _intent("running", worker="alive"))
+    await _in_flight(
+        redis_client,
+        _intent("lost", worker="dead", reserved=True),
+        _intent("running", worker="alive"),
+    )
 
-    async def orphaned() -> bool:
-        return recorder.stats.orphans == 1
+    async def buried() -> bool:
+        return recorder.stats.orphans == 1 and not await redis_client.exists(KS.intents("dead"))
 
-    await _until(orphaned)
+    await _until(buried)
     assert _rows(db) == [("lost", LOST_STATUS, 14_000, "estimated")]
     assert int(await redis_client.get(KS.spend("k1", PERIOD)) or 0) == 14_000
     assert int(await redis_client.get(reserved) or 0) == 0  # the reservation was released
-    await asyncio.sleep(0.5)  # more sweeps: the live worker's request stays open
+    assert await redis_client.smembers(KS.workers) == {b"alive"}
+    await asyncio.sleep(0.3)  # more sweeps: the live worker's request is left alone
     assert recorder.stats.orphans == 1
-    assert await _pending(redis_client) == 1
-    # its event arrives later: one row, everything acknowledged
-    await _add(redis_client, "e", _event("running"))
-
-    async def closed() -> bool:
-        return await _pending(redis_client) == 0
-
-    await _until(closed)
-    assert [row[0] for row in _rows(db)] == ["lost", "running"]
+    assert await redis_client.hkeys(KS.intents("alive")) == [b"running"]
 
 
-async def test_an_intent_whose_event_was_stored_elsewhere_is_only_acknowledged(
+async def test_an_intent_whose_event_was_stored_is_only_dropped(
     recorder: Recorder, redis_client: aioredis.Redis, db: Database
 ) -> None:
-    db.write_sync(record_usage, [to_record(_event("elsewhere"))])
-    await _add(redis_client, "i", _intent("elsewhere", worker="dead"))
+    """The worker appended the event, and died before deleting the intent."""
+    db.write_sync(record_usage, [to_record(_event("answered"))])
+    await _in_flight(redis_client, _intent("answered", worker="dead"))
 
-    async def closed() -> bool:
-        return recorder.stats.read == 1 and await _pending(redis_client) == 0
+    async def forgotten() -> bool:
+        return not await redis_client.sismember(KS.workers, "dead")
 
-    await _until(closed)
+    await _until(forgotten)
     assert recorder.stats.orphans == 0
-    assert _rows(db) == [("elsewhere", 200, 10_000, "provider")]
+    assert _rows(db) == [("answered", 200, 10_000, "provider")]
+    assert await redis_client.get(KS.spend("k1", PERIOD)) is None  # the worker charged it
     total = db.read_sync(lambda conn: count(conn, "SELECT COUNT(*) FROM usage_records"))
     assert total == 1
