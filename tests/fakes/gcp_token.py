@@ -25,7 +25,6 @@ Standalone: `python -m tests.fakes.gcp_token --port P` (also takes the harness's
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
@@ -35,7 +34,6 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -45,22 +43,21 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.fakes.upstreams import server
+
 TOKEN_DIR_ENV: Final = "GCP_FAKE_TOKEN_DIR"
 TOKEN_TTL_ENV: Final = "GCP_FAKE_TOKEN_TTL"
 TOKEN_DELAY_ENV: Final = "GCP_FAKE_TOKEN_DELAY_MS"
 JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_LIFETIME: Final = 3600
 CLOCK_SKEW: Final = 300
+CLI: Final = server.Cli("A fake Google token endpoint.", 8190)
 _KID = re.compile(r"[0-9a-f]{8,64}")
 _SHORT_LIVED = (
     "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. "
     "Check your iat and exp values in the JWT claim."
 )
 _BAD_SIGNATURE = "Invalid JWT Signature."
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -232,27 +229,16 @@ def _refuse(error: str, description: str) -> tuple[int, dict[str, Any]]:
     return 400, {"error": error, "error_description": description}
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
+_HEADERS: Final = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
-async def _send_json(send: Send, status: int, body: Any) -> None:
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": _encode(body)})
+async def _send_json(send: server.Send, status: int, body: Any) -> None:
+    await server.respond(send, status, _encode(body), _HEADERS)
 
 
-async def token_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+async def token_endpoint(scope: server.Scope, receive: server.Receive, send: server.Send) -> None:
     """ASGI handler for `POST /token` (the JWT-bearer grant); mount it at any path."""
-    body = await _read_body(receive)
+    body = await server.read_body(receive)
     if scope.get("method") != "POST":
         await _send_json(send, 405, {"error": "invalid_request", "error_description": "POST only"})
         return
@@ -263,12 +249,10 @@ async def token_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     await _send_json(send, status, answer)
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
+async def app(scope: server.Scope, receive: server.Receive, send: server.Send) -> None:
     """The standalone fake: `/token`, `/_fake/stats`, `/_fake/reset`."""
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+    if scope["type"] == "server.lifespan":
+        await server.lifespan(receive, send)
         return
     if scope["type"] != "http":
         return
@@ -277,7 +261,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if path == "/token":
         await token_endpoint(scope, receive, send)
         return
-    await _read_body(receive)
+    await server.read_body(receive)
     if path == "/_fake/stats" and method == "GET":
         stats = {"issued": _stats.issued, "refused": _stats.refused}
         await _send_json(send, 200, {**stats, "last_error": _stats.last_error})
@@ -289,31 +273,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the token endpoint with Granian until SIGINT/SIGTERM."""
-    from granian import Granian  # noqa: PLC0415 - only the CLI needs the server
-    from granian.constants import HTTPModes, Interfaces  # noqa: PLC0415
-    from granian.log import LogLevels  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.gcp_token", description="A fake Google token endpoint."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8190)
-    parser.add_argument("--api-key", default="", help="ignored (the harness passes one)")
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
-    Granian(
-        "tests.fakes.gcp_token:app",
-        address=args.host,
-        port=args.port,
-        interface=Interfaces.ASGI,
-        workers=max(1, args.workers),
-        http=HTTPModes.http1,
-        websockets=False,
-        log_level=LogLevels.warning,
-        log_access=False,
-        workers_kill_timeout=1,
-    ).serve()
+    """Serve the fake with Granian until SIGINT/SIGTERM."""
+    server.serve("tests.fakes.gcp_token:app", CLI, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ the fake), so a translation the real APIs would refuse fails here.
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -29,32 +28,21 @@ from app.domain import (
 from app.providers.anthropic import AnthropicAdapter
 from app.providers.transport import Transport
 from tests.fakes.upstreams.harness import FakeUpstream
+from tests.integration.vendor_fakes import (  # noqa: F401 - the fixtures, by their pytest names
+    HELLO,
+    PNG,
+    SYSTEM,
+    TOOLS,
+    service_account_fixture,
+    token_dir_fixture,
+)
 
 KEY = "sk-ant-fake-integration"
-SYSTEM = {"role": "system", "content": "Be brief"}
-HELLO = {"role": "user", "content": "Say hello"}
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "lookup",
-            "description": "Look a thing up",
-            "parameters": {"type": "object", "properties": {"echo": {"type": "string"}}},
-        },
-    }
-]
-PNG = base64.b64encode(
-    bytes.fromhex(
-        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-        "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
-    )
-).decode()
 MODELS = {
     "": "claude-sonnet-4-5",
     "vertex": "claude-sonnet-4-5@20250929",
     "bedrock": "anthropic.claude-sonnet-4-5-20250929-v1:0",
 }
-HAS_GCP_TOKEN = importlib.util.find_spec("tests.fakes.gcp_token") is not None
 HAS_SIGV4 = (
     importlib.util.find_spec("tests.fakes.sigv4") is not None
     and importlib.util.find_spec("app.providers.auth") is not None
@@ -62,31 +50,9 @@ HAS_SIGV4 = (
 
 
 @pytest.fixture(scope="module")
-def token_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where the fake token endpoint and the fake upstream share issued tokens."""
-    path = tmp_path_factory.mktemp("gcp-tokens")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GCP_FAKE_TOKEN_DIR", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def fake(token_dir: Path) -> Iterator[FakeUpstream]:
     with FakeUpstream.start(module="tests.fakes.upstreams.anthropic", api_key=KEY) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def service_account(token_dir: Path) -> Iterator[Path]:
-    """A service-account file whose tokens come from a fake Google token endpoint."""
-    if not HAS_GCP_TOKEN:
-        pytest.skip("tests/fakes/gcp_token.py is not there: no Vertex AI token to test with")
-    from tests.fakes.gcp_token import make_service_account  # noqa: PLC0415 - may be missing
-
-    with FakeUpstream.start(module="tests.fakes.gcp_token") as tokens:
-        path = token_dir / "service-account.json"
-        make_service_account(path, f"{tokens.base}/token")
-        yield path
 
 
 @pytest.fixture(autouse=True)

@@ -22,12 +22,17 @@ from app.domain import InvalidRequest, Operation, Payload, StreamBroken, Upstrea
 from app.providers.gemini import GeminiAdapter
 from app.providers.transport import Transport
 from tests.fakes.upstreams.harness import FakeUpstream
+from tests.integration.vendor_fakes import (  # noqa: F401 - the fixtures, by their pytest names
+    HELLO,
+    PNG,
+    SYSTEM,
+    service_account_fixture,
+    token_dir_fixture,
+)
 
 KEY = "gemini-fake-integration-key"
 MODEL = "gemini-2.0-flash"
 VERTEX_BASE = "/v1/projects/fake-project/locations/us-central1/publishers/google"
-SYSTEM = {"role": "system", "content": "Be brief"}
-HELLO = {"role": "user", "content": "Say hello"}
 TOOLS = [
     {
         "type": "function",
@@ -45,12 +50,8 @@ TOOLS = [
         },
     }
 ]
-PNG = base64.b64encode(
-    bytes.fromhex(
-        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-        "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
-    )
-).decode()
+
+
 HAS_GCP_TOKEN = (
     importlib.util.find_spec("tests.fakes.gcp_token") is not None
     and importlib.util.find_spec("app.providers.auth") is not None
@@ -58,30 +59,9 @@ HAS_GCP_TOKEN = (
 
 
 @pytest.fixture(scope="module")
-def token_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where the fake token endpoint and the fake Gemini share the tokens they issue."""
-    path = tmp_path_factory.mktemp("gcp-tokens")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GCP_FAKE_TOKEN_DIR", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def fake(token_dir: Path) -> Iterator[FakeUpstream]:
     with FakeUpstream.start(module="tests.fakes.upstreams.gemini", api_key=KEY) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def service_account(token_dir: Path) -> Iterator[Path]:
-    if not HAS_GCP_TOKEN:
-        pytest.skip("tests/fakes/gcp_token.py or app/providers/auth.py missing: no Vertex token")
-    from tests.fakes.gcp_token import make_service_account  # noqa: PLC0415 - may be missing
-
-    with FakeUpstream.start(module="tests.fakes.gcp_token") as tokens:
-        path = token_dir / "service-account.json"
-        make_service_account(path, f"{tokens.base}/token")
-        yield path
 
 
 @pytest.fixture(autouse=True)

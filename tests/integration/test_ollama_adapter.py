@@ -19,26 +19,9 @@ from app.domain import InvalidRequest, Operation, Payload, StreamBroken, Upstrea
 from app.providers.ollama import OllamaAdapter
 from app.providers.transport import Transport
 from tests.fakes.upstreams.harness import FakeUpstream, free_port
+from tests.integration.vendor_fakes import HELLO, PNG, SYSTEM, TOOLS
 
 MODEL = "llama3.2"
-SYSTEM = {"role": "system", "content": "Be brief"}
-HELLO = {"role": "user", "content": "Say hello"}
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "lookup",
-            "description": "Look a thing up",
-            "parameters": {"type": "object", "properties": {"echo": {"type": "string"}}},
-        },
-    }
-]
-PNG = base64.b64encode(
-    bytes.fromhex(
-        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-        "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
-    )
-).decode()
 
 
 @pytest.fixture(scope="module")

@@ -49,29 +49,30 @@ and an unknown event (to answers too); `DELETE` clears, `GET` lists. `POST /_fak
 
 from __future__ import annotations
 
-import argparse
 import base64
 import itertools
 import os
 import re
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
 
 from app.providers.eventstream import encode_message
+from tests.fakes.upstreams import script as conversation
+from tests.fakes.upstreams import server
+from tests.fakes.upstreams.control import Control, Stats
 
 API_KEY_ENV: Final = "FAKE_ANTHROPIC_API_KEY"
+CLI: Final = server.Cli(
+    "A fake Anthropic Messages API (direct, Vertex AI and Bedrock paths).",
+    8102,
+    "sk-fake",
+    API_KEY_ENV,
+)
 VERTEX_VERSION: Final = "vertex-2023-10-16"
 BEDROCK_VERSION: Final = "bedrock-2023-05-31"
 MEDIA_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-CACHE_READ: Final = 2
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -133,41 +134,6 @@ class Behaviour(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     times: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-_DEFAULT: Final = Behaviour()
-_decode_behaviour = msgspec.json.Decoder(Behaviour).decode
-
-
-class Stats:
-    def __init__(self) -> None:
-        self.total = 0
-        self.requests: Counter[str] = Counter()
-        self.last_body: dict[str, Any] = {}
-        self.last_headers: dict[str, dict[str, str]] = {}
-        self.completed_streams = 0
-        self.cut_streams = 0
-
-    def render(self) -> bytes:
-        return _encode(
-            {
-                "total": self.total,
-                "requests": self.requests,
-                "last_body": self.last_body,
-                "last_headers": self.last_headers,
-                "completed_streams": self.completed_streams,
-                "cut_streams": self.cut_streams,
-            }
-        )
-
-
-class Refused(Exception):
-    """A request the real service would refuse: status and message."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
 # --- checks -----------------------------------------------------------------------------------
 
 
@@ -182,15 +148,15 @@ def _is_number(value: Any) -> bool:
 def check_messages(body: Any, *, keys: frozenset[str] = MESSAGE_KEYS, count: bool = False) -> None:
     """Raise `Refused` where the Messages API would refuse `body` (model checked by caller)."""
     if not isinstance(body, dict):
-        raise Refused("Input should be a valid dictionary")
+        raise server.Refused("Input should be a valid dictionary")
     for key in body:
         if key not in keys:
-            raise Refused(f"{key}: Extra inputs are not permitted")
+            raise server.Refused(f"{key}: Extra inputs are not permitted")
     if not count:
         if "max_tokens" not in body:
-            raise Refused("max_tokens: Field required")
+            raise server.Refused("max_tokens: Field required")
         if not _is_int(body["max_tokens"]) or body["max_tokens"] < 1:
-            raise Refused("max_tokens: Input should be a valid integer greater than 0")
+            raise server.Refused("max_tokens: Input should be a valid integer greater than 0")
     _check_turns(body.get("messages"))
     _check_system(body.get("system"))
     _check_options(body)
@@ -202,36 +168,36 @@ def _check_options(body: dict[str, Any]) -> None:
     if "stop_sequences" in body and (
         not isinstance(stop, list) or not all(isinstance(s, str) for s in stop)
     ):
-        raise Refused("stop_sequences: Input should be a valid list")
+        raise server.Refused("stop_sequences: Input should be a valid list")
     for name in ("temperature", "top_p"):
         if name in body and (not _is_number(body[name]) or not 0 <= body[name] <= 1):
-            raise Refused(f"{name}: Input should be a number between 0 and 1")
+            raise server.Refused(f"{name}: Input should be a number between 0 and 1")
     metadata = body.get("metadata")
     if "metadata" in body and (
         not isinstance(metadata, dict)
         or set(metadata) - {"user_id"}
         or not isinstance(metadata.get("user_id", ""), str)
     ):
-        raise Refused("metadata: only user_id (a string) is permitted")
+        raise server.Refused("metadata: only user_id (a string) is permitted")
     if "stream" in body and not isinstance(body["stream"], bool):
-        raise Refused("stream: Input should be a valid boolean")
+        raise server.Refused("stream: Input should be a valid boolean")
 
 
 def _check_turns(messages: Any) -> None:
     if messages is None:
-        raise Refused("messages: Field required")
+        raise server.Refused("messages: Field required")
     if not isinstance(messages, list) or not messages:
-        raise Refused("messages: at least one message is required")
+        raise server.Refused("messages: at least one message is required")
     previous_uses: set[str] = set()
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or set(message) - {"role", "content"}:
-            raise Refused(f"messages.{i}: a message has exactly a role and content")
+            raise server.Refused(f"messages.{i}: a message has exactly a role and content")
         role = message.get("role")
         if role not in ("user", "assistant"):
-            raise Refused(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+            raise server.Refused(f"messages.{i}.role: Input should be 'user' or 'assistant'")
         expected = "user" if i % 2 == 0 else "assistant"
         if role != expected:
-            raise Refused(
+            raise server.Refused(
                 'messages: first message must use the "user" role'
                 if i == 0
                 else 'messages: roles must alternate between "user" and "assistant", but found '
@@ -240,13 +206,13 @@ def _check_turns(messages: Any) -> None:
         content = message.get("content")
         last = i == len(messages) - 1
         if content in ("", []) and not (last and role == "assistant"):
-            raise Refused(
+            raise server.Refused(
                 f"messages.{i}: all messages must have non-empty content except for the "
                 "optional final assistant message"
             )
         blocks = content if isinstance(content, list) else []
         if not isinstance(content, str | list):
-            raise Refused(f"messages.{i}.content: Input should be a valid string or list")
+            raise server.Refused(f"messages.{i}.content: Input should be a valid string or list")
         for j, block in enumerate(blocks):
             _check_block(block, f"messages.{i}.content.{j}", role)
         if role == "user":
@@ -258,13 +224,13 @@ def _check_answers(i: int, blocks: list[dict[str, Any]], uses: set[str]) -> None
     """A user turn answers exactly the previous turn's tool_use ids with tool_result blocks."""
     answered = {b["tool_use_id"] for b in blocks if b["type"] == "tool_result"}
     if answered - uses:
-        raise Refused(
+        raise server.Refused(
             f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` "
             f"blocks: {', '.join(sorted(answered - uses))}. Each `tool_result` "
             "block must have a corresponding `tool_use` block in the previous message."
         )
     if uses - answered:
-        raise Refused(
+        raise server.Refused(
             f"messages.{i}: `tool_use` ids were found without `tool_result` blocks "
             f"immediately after: {', '.join(sorted(uses - answered))}. Each "
             "`tool_use` block must have a corresponding `tool_result` block in the next "
@@ -274,7 +240,7 @@ def _check_answers(i: int, blocks: list[dict[str, Any]], uses: set[str]) -> None
 
 def _check_block(block: Any, where: str, role: str) -> None:
     if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-        raise Refused(f"{where}: a content block is an object with a type")
+        raise server.Refused(f"{where}: a content block is an object with a type")
     kind = block["type"]
     if kind == "text":
         _check_text(block, where)
@@ -282,75 +248,75 @@ def _check_block(block: Any, where: str, role: str) -> None:
         _check_image(block, where)
     elif kind == "tool_use" and role == "assistant":
         if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
-            raise Refused(f"{where}: tool_use blocks need an id and a name")
+            raise server.Refused(f"{where}: tool_use blocks need an id and a name")
         if not isinstance(block.get("input"), dict):
-            raise Refused(f"{where}.input: Input should be a valid dictionary")
+            raise server.Refused(f"{where}.input: Input should be a valid dictionary")
     elif kind == "tool_result" and role == "user":
         _check_tool_result(block, where)
     else:
-        raise Refused(f"{where}: unexpected block type '{kind}' in a {role} message")
+        raise server.Refused(f"{where}: unexpected block type '{kind}' in a {role} message")
 
 
 def _check_tool_result(block: dict[str, Any], where: str) -> None:
     if not isinstance(block.get("tool_use_id"), str):
-        raise Refused(f"{where}.tool_use_id: Field required")
+        raise server.Refused(f"{where}.tool_use_id: Field required")
     content = block.get("content", "")
     if isinstance(content, list):
         for k, inner in enumerate(content):
             if not isinstance(inner, dict) or inner.get("type") not in ("text", "image"):
-                raise Refused(f"{where}.content.{k}: text or image blocks only")
+                raise server.Refused(f"{where}.content.{k}: text or image blocks only")
             _check_block(inner, f"{where}.content.{k}", "user")
     elif not isinstance(content, str):
-        raise Refused(f"{where}.content: Input should be a valid string or list")
+        raise server.Refused(f"{where}.content: Input should be a valid string or list")
 
 
 def _check_text(block: dict[str, Any], where: str) -> None:
     if set(block) - {"type", "text", "cache_control", "citations"}:
-        raise Refused(f"{where}: Extra inputs are not permitted")
+        raise server.Refused(f"{where}: Extra inputs are not permitted")
     if not isinstance(block.get("text"), str):
-        raise Refused(f"{where}.text: Field required")
+        raise server.Refused(f"{where}.text: Field required")
     if not block["text"]:
-        raise Refused(f"{where}.text: text content blocks must be non-empty")
+        raise server.Refused(f"{where}.text: text content blocks must be non-empty")
 
 
 def _check_image(block: dict[str, Any], where: str) -> None:
     source = block.get("source")
     if not isinstance(source, dict):
-        raise Refused(f"{where}.source: Field required")
+        raise server.Refused(f"{where}.source: Field required")
     if source.get("type") == "base64":
         if source.get("media_type") not in MEDIA_TYPES:
-            raise Refused(
+            raise server.Refused(
                 f"{where}.source.media_type: Input should be one of {sorted(MEDIA_TYPES)}"
             )
         data = source.get("data")
         if not isinstance(data, str) or not data:
-            raise Refused(f"{where}.source.data: Field required")
+            raise server.Refused(f"{where}.source.data: Field required")
         try:
             base64.b64decode(data, validate=True)
         except ValueError:
-            raise Refused(f"{where}.source.data: invalid base64 data") from None
+            raise server.Refused(f"{where}.source.data: invalid base64 data") from None
     elif source.get("type") == "url":
         if not isinstance(source.get("url"), str) or not source["url"].startswith("http"):
-            raise Refused(f"{where}.source.url: Field required")
+            raise server.Refused(f"{where}.source.url: Field required")
     else:
-        raise Refused(f"{where}.source.type: Input should be 'base64' or 'url'")
+        raise server.Refused(f"{where}.source.type: Input should be 'base64' or 'url'")
 
 
 def _check_system(system: Any) -> None:
     if system is None or isinstance(system, str):
         return
     if not isinstance(system, list):
-        raise Refused("system: Input should be a valid string or list")
+        raise server.Refused("system: Input should be a valid string or list")
     for i, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text":
-            raise Refused(f"system.{i}: Input should be a text block")
+            raise server.Refused(f"system.{i}: Input should be a text block")
         _check_text(block, f"system.{i}")
 
 
 def _check_tools(tools: Any, choice: Any, has_choice: bool) -> None:
     if tools is not None:
         if not isinstance(tools, list):
-            raise Refused("tools: Input should be a valid list")
+            raise server.Refused("tools: Input should be a valid list")
         for i, tool in enumerate(tools):
             if not isinstance(tool, dict) or set(tool) - {
                 "name",
@@ -359,28 +325,32 @@ def _check_tools(tools: Any, choice: Any, has_choice: bool) -> None:
                 "type",
                 "cache_control",
             }:
-                raise Refused(f"tools.{i}: Extra inputs are not permitted")
+                raise server.Refused(f"tools.{i}: Extra inputs are not permitted")
             if not isinstance(tool.get("name"), str):
-                raise Refused(f"tools.{i}.name: Field required")
+                raise server.Refused(f"tools.{i}.name: Field required")
             if not isinstance(tool.get("input_schema"), dict):
-                raise Refused(f"tools.{i}.custom.input_schema: Field required")
+                raise server.Refused(f"tools.{i}.custom.input_schema: Field required")
             if not isinstance(tool.get("description", ""), str):
-                raise Refused(f"tools.{i}.description: Input should be a valid string")
+                raise server.Refused(f"tools.{i}.description: Input should be a valid string")
     if has_choice:
         if not tools:
-            raise Refused("tool_choice may only be specified while providing tools")
+            raise server.Refused("tool_choice may only be specified while providing tools")
         _check_choice(choice)
 
 
 def _check_choice(choice: Any) -> None:
     if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
-        raise Refused("tool_choice: Input tag should be 'auto', 'any', 'tool' or 'none'")
+        raise server.Refused("tool_choice: Input tag should be 'auto', 'any', 'tool' or 'none'")
     if choice["type"] == "tool" and not isinstance(choice.get("name"), str):
-        raise Refused("tool_choice.tool.name: Field required")
+        raise server.Refused("tool_choice.tool.name: Field required")
     if choice["type"] == "none" and "disable_parallel_tool_use" in choice:
-        raise Refused("tool_choice.none.disable_parallel_tool_use: Extra inputs are not permitted")
+        raise server.Refused(
+            "tool_choice.none.disable_parallel_tool_use: Extra inputs are not permitted"
+        )
     if not isinstance(choice.get("disable_parallel_tool_use", False), bool):
-        raise Refused("tool_choice.disable_parallel_tool_use: Input should be a valid boolean")
+        raise server.Refused(
+            "tool_choice.disable_parallel_tool_use: Input should be a valid boolean"
+        )
 
 
 # --- the script -------------------------------------------------------------------------------
@@ -433,11 +403,11 @@ def input_tokens(body: dict[str, Any]) -> int:
     for message in body["messages"]:
         chars += sum(len(text) for text in _texts(message["content"]))
         images += sum(1 for _ in _images(message["content"]))
-    return chars // 4 + 1 + 10 * images
+    return conversation.prompt_tokens(chars, images)
 
 
 def plan(body: dict[str, Any]) -> Answer:
-    """The scripted answer to a valid Messages body."""
+    """The shared script (`tests.fakes.upstreams.script`) answering a valid Messages body."""
     messages = body["messages"]
     users = [m for m in messages if m["role"] == "user"]
     last_user = users[-1]["content"] if users else ""
@@ -447,34 +417,32 @@ def plan(body: dict[str, Any]) -> Answer:
         user_text = " ".join(_texts([b for b in last_user if b.get("type") == "text"]))
     total = input_tokens(body)
     system = _system_texts(body.get("system"))
-    cache = min(CACHE_READ, total) if system else 0
+    cache = min(conversation.CACHED_TOKENS, total) if system else 0
     last = messages[-1]
     results = [
         " ".join(_texts(b.get("content", "")))
         for b in (last["content"] if isinstance(last["content"], list) else ())
         if b.get("type") == "tool_result"
     ]
-    if last["role"] == "user" and results:
-        text = "Tool said: " + " | ".join(results)
-    elif last["role"] == "user" and body.get("tools"):
-        arguments = _encode({"echo": user_text})
-        name = body["tools"][0]["name"]
+    user_last = last["role"] == "user"
+    text = conversation.reply(
+        tool_result=" | ".join(results) if user_last and results else None,
+        call=user_last and bool(body.get("tools")),
+        said=user_text,
+        images=_images(last_user),
+        system=system,
+    )
+    output = conversation.output_tokens(text)
+    if text is None:
         return Answer(
-            tool_name=name,
-            tool_input=arguments,
+            tool_name=body["tools"][0]["name"],
+            tool_input=_encode({"echo": user_text}),
             stop_reason="tool_use",
             input_tokens=total - cache,
             cache_read=cache,
-            output_tokens=5,
+            output_tokens=output,
         )
-    else:
-        text = "Hello! You said: " + user_text
-        text += "".join(f" [image {kind}]" for kind in _images(last_user))
-        if system:
-            text += f" [system: {' | '.join(system)}]"
-    return Answer(
-        text=text, input_tokens=total - cache, cache_read=cache, output_tokens=len(text.split())
-    )
+    return Answer(text=text, input_tokens=total - cache, cache_read=cache, output_tokens=output)
 
 
 def _usage_json(answer: Answer, output_tokens: int) -> dict[str, int]:
@@ -623,38 +591,29 @@ def anthropic_error(status: int, message: str) -> bytes:
     return _encode({"type": "error", "error": {"type": kind, "message": message}})
 
 
-class FakeAnthropic:
+class FakeAnthropic(server.AsgiFake):
     """The ASGI application."""
 
     def __init__(self, api_key: str = "sk-fake") -> None:
         self.api_key = api_key
-        self.behaviours: dict[str, Behaviour] = {}
-        self.stats = Stats()
+        self.control = Control(
+            Behaviour(), Stats, anthropic_error, not_found="Not found: {method} {path}"
+        )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        body = await _body(receive)
+    async def api(self, scope: server.Scope, body: bytes, send: server.Send) -> None:
         reply = _Reply(send)
         path: str = scope["path"]
-        if path.startswith("/_fake/"):
-            await self._control(scope["method"], path, body, reply)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        self.stats.total += 1
-        self.stats.requests[f"{scope['method']} {path}"] += 1
-        self.stats.last_headers[path] = headers
+        headers = server.request_headers(scope)
+        stats = self.control.stats
+        stats.count(f"{scope['method']} {path}", path, headers)
         try:
-            self.stats.last_body[path] = msgspec.Raw(_encode(_decode(body)))
+            stats.last_body[path] = msgspec.Raw(_encode(_decode(body)))
         except msgspec.DecodeError:
-            self.stats.last_body[path] = body.decode("utf-8", "replace")
+            stats.last_body[path] = body.decode("utf-8", "replace")
         await self._route(scope, headers, body, reply)
 
     async def _route(
-        self, scope: Scope, headers: dict[str, str], body: bytes, reply: _Reply
+        self, scope: server.Scope, headers: dict[str, str], body: bytes, reply: _Reply
     ) -> None:
         path: str = scope["path"]
         if scope["method"] != "POST":
@@ -693,9 +652,9 @@ class FakeAnthropic:
         try:
             body = _parse(raw)
             if not isinstance(body.get("model"), str):
-                raise Refused("model: Field required")
+                raise server.Refused("model: Field required")
             check_messages(body, keys=COUNT_KEYS, count=True)
-        except Refused as refused:
+        except server.Refused as refused:
             await reply.json(refused.status, anthropic_error(refused.status, refused.message))
             return
         await reply.json(200, _encode({"input_tokens": input_tokens(body)}))
@@ -707,10 +666,10 @@ class FakeAnthropic:
             body = _parse(raw)
             model, streamed = _check_dialect(dialect, body, model, streamed)
             check_messages(body, keys=dialect.keys)
-        except Refused as refused:
+        except server.Refused as refused:
             await reply.error(dialect, refused.status, refused.message)
             return
-        behaviour = self._behaviour(model)
+        behaviour = self.control.take(model)
         if behaviour.status is not None:
             message = behaviour.error_message or f"Fake upstream error {behaviour.status}"
             await reply.error(dialect, behaviour.status, message)
@@ -731,50 +690,21 @@ class FakeAnthropic:
         cut = behaviour.cut_after_events
         if cut is not None and cut < len(events):
             events = events[:cut]
-            self.stats.cut_streams += 1
+            self.control.stats.cut_streams += 1
         else:
-            self.stats.completed_streams += 1
+            self.control.stats.completed_streams += 1
         await reply.stream(dialect.content_type, [dialect.stream_frame(e) for e in events])
-
-    def _behaviour(self, model: str) -> Behaviour:
-        behaviour = self.behaviours.get(model) or self.behaviours.get("*")
-        if behaviour is None:
-            return _DEFAULT
-        if behaviour.times is not None:
-            behaviour.times -= 1
-            if behaviour.times <= 0:
-                del self.behaviours[behaviour.model]
-        return behaviour
-
-    async def _control(self, method: str, path: str, raw: bytes, reply: _Reply) -> None:
-        if path == "/_fake/stats" and method == "GET":
-            await reply.json(200, self.stats.render())
-            return
-        if path == "/_fake/reset" and method == "POST":
-            self.behaviours.clear()
-            self.stats = Stats()
-        elif path == "/_fake/behaviour" and method == "POST":
-            try:
-                behaviour = _decode_behaviour(raw)
-            except msgspec.DecodeError as exc:
-                await reply.json(400, anthropic_error(400, str(exc)))
-                return
-            self.behaviours[behaviour.model] = behaviour
-        elif path == "/_fake/behaviour" and method == "DELETE":
-            self.behaviours.clear()
-        elif path != "/_fake/behaviour" or method != "GET":
-            await reply.json(404, anthropic_error(404, f"Not found: {method} {path}"))
-            return
-        await reply.json(200, _encode({"behaviours": list(self.behaviours.values())}))
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
         body = _decode(raw)
     except msgspec.DecodeError:
-        raise Refused("There was an error parsing the body of your request as JSON") from None
+        raise server.Refused(
+            "There was an error parsing the body of your request as JSON"
+        ) from None
     if not isinstance(body, dict):
-        raise Refused("Input should be a valid dictionary")
+        raise server.Refused("Input should be a valid dictionary")
     return body
 
 
@@ -784,19 +714,19 @@ def _check_dialect(
     """The model and whether to stream, after the hosting's own rules for the body."""
     if dialect is DIRECT:
         if not isinstance(body.get("model"), str) or not body["model"]:
-            raise Refused("model: Field required")
+            raise server.Refused("model: Field required")
         return body["model"], body.get("stream") is True
     assert model is not None
     assert streamed is not None
     if "model" in body:
-        raise Refused("model: Extra inputs are not permitted")
+        raise server.Refused("model: Extra inputs are not permitted")
     if body.get("anthropic_version") != dialect.version:
-        raise Refused(f"anthropic_version: Input should be '{dialect.version}'")
+        raise server.Refused(f"anthropic_version: Input should be '{dialect.version}'")
     if dialect is BEDROCK and "stream" in body:
-        raise Refused("extraneous key [stream] is not permitted")
+        raise server.Refused("extraneous key [stream] is not permitted")
     if dialect is VERTEX and body.get("stream", False) is not streamed:
         action = "streamRawPredict" if streamed else "rawPredict"
-        raise Refused(f"stream must be {str(streamed).lower()} on :{action}")
+        raise server.Refused(f"stream must be {str(streamed).lower()} on :{action}")
     return model, streamed
 
 
@@ -812,7 +742,7 @@ def _vertex_auth(headers: dict[str, str]) -> str | None:
     return None
 
 
-def _bedrock_auth(scope: Scope, headers: dict[str, str], body: bytes) -> str | None:
+def _bedrock_auth(scope: server.Scope, headers: dict[str, str], body: bytes) -> str | None:
     """Why a Bedrock request's SigV4 signature is refused, or None."""
     from tests.fakes.sigv4 import verify_sigv4  # noqa: PLC0415 - written alongside
 
@@ -825,7 +755,7 @@ def _bedrock_auth(scope: Scope, headers: dict[str, str], body: bytes) -> str | N
 class _Reply:
     """Sends one ASGI response."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: server.Send) -> None:
         self._send = send
 
     async def json(
@@ -854,59 +784,12 @@ class _Reply:
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _body(receive: Receive) -> bytes:
-    parts = []
-    while True:
-        message = await receive()
-        parts.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(parts)
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 app = FakeAnthropic(os.environ.get(API_KEY_ENV, "sk-fake"))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve the fake with Granian until SIGINT/SIGTERM."""
-    from granian import Granian  # noqa: PLC0415 - only the CLI needs the server
-    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
-    from granian.log import LogLevels  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.upstreams.anthropic",
-        description="A fake Anthropic Messages API (direct, Vertex AI and Bedrock paths).",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8102)
-    parser.add_argument("--api-key", default="sk-fake")
-    parser.add_argument("--workers", type=int, default=1, help="use 1 to script behaviour")
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    os.environ[API_KEY_ENV] = args.api_key  # inherited by the worker processes
-    Granian(
-        "tests.fakes.upstreams.anthropic:app",
-        address=args.host,
-        port=args.port,
-        interface=Interfaces.ASGI,
-        workers=args.workers,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        websockets=False,
-        log_level=LogLevels.warning,
-        log_access=False,
-        workers_kill_timeout=1,
-    ).serve()
+    server.serve("tests.fakes.upstreams.anthropic:app", CLI, argv)
 
 
 if __name__ == "__main__":

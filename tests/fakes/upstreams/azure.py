@@ -42,20 +42,21 @@ counts - with no `[DONE]`; `times` limits it to T requests; a model's own beats 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import itertools
 import os
 import re
 import struct
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final, NamedTuple
 
 import msgspec
 
+from tests.fakes.upstreams import control, server
+from tests.fakes.upstreams import script as conversation
+
 API_KEY_ENV: Final = "FAKE_AZURE_API_KEY"
+CLI: Final = server.Cli("A fake Azure OpenAI resource.", 8105, "azure-fake-key", API_KEY_ENV)
 ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 _DEPLOYMENT_ROUTE = re.compile(
@@ -69,9 +70,6 @@ _FILTER_RESULTS: Final = {
     for name in ("hate", "self_harm", "sexual", "violence")
 }
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Problem = tuple[str, str | None]
 
 _encode = msgspec.json.encode
@@ -99,38 +97,16 @@ UNAUTHORIZED: Final = azure_error(
 )
 
 
-class Behaviour(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: str = "*"
-    """The model (deployment, or `model` of a v1 body) it applies to; `*` for any."""
-    status: int | None = None
-    message: str | None = None
-    cut_after_events: int | None = None
-    times: int | None = None
+Behaviour = control.Behaviour
+"""Its `model` is the deployment, or the `model` of a v1 body."""
 
 
-_decode_behaviour = msgspec.json.Decoder(Behaviour).decode
+class Stats(control.Stats):
+    """The shared stats, plus every path with its query string, in order."""
 
-
-class Stats:
     def __init__(self) -> None:
-        self.total = 0
-        self.requests: Counter[str] = Counter()
+        super().__init__()
         self.paths: list[str] = []
-        self.last_body: dict[str, msgspec.Raw] = {}
-        self.last_headers: dict[str, dict[str, str]] = {}
-        self.completed_streams = 0
-        self.cut_streams = 0
-
-    def render(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "requests": self.requests,
-            "paths": self.paths,
-            "last_body": self.last_body,
-            "last_headers": self.last_headers,
-            "completed_streams": self.completed_streams,
-            "cut_streams": self.cut_streams,
-        }
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -345,27 +321,29 @@ def _images(content: Any) -> list[str]:
 
 
 def script(body: dict[str, Any]) -> Answer:
+    """The shared script (`tests.fakes.upstreams.script`) over a Chat Completions body."""
     messages: list[dict[str, Any]] = body["messages"]
     chars = sum(len(_text(m.get("content"))) for m in messages)
     images = sum(len(_images(m.get("content"))) for m in messages)
-    prompt = chars // 4 + 1 + 10 * images
+    prompt = conversation.prompt_tokens(chars, images)
     system = [_text(m.get("content")) for m in messages if m["role"] in ("system", "developer")]
-    cached = min(2, prompt) if system else 0
+    cached = min(conversation.CACHED_TOKENS, prompt) if system else 0
     last = messages[-1]
     users = [m for m in messages if m["role"] == "user"]
     user = users[-1] if users else {}
     tools = body.get("tools")
-    if tools and last["role"] == "user":
+    text = conversation.reply(
+        tool_result=_text(last.get("content")) if last["role"] in ("tool", "function") else None,
+        call=bool(tools) and last["role"] == "user",
+        said=_text(user.get("content")),
+        images=_images(user.get("content")),
+        system=system,
+    )
+    output = conversation.output_tokens(text)
+    if text is None:
         arguments = _encode({"echo": _text(last.get("content"))}).decode()
-        return Answer(None, (tools[0]["function"]["name"], arguments), prompt, 5, cached)
-    if last["role"] in ("tool", "function"):
-        text = f"Tool said: {_text(last.get('content'))}"
-    else:
-        text = f"Hello! You said: {_text(user.get('content'))}"
-        text += "".join(f" [image {kind}]" for kind in _images(user.get("content")))
-        if system:
-            text += f" [system: {' | '.join(system)}]"
-    return Answer(text, None, prompt, len(text.split()), cached)
+        return Answer(None, (tools[0]["function"]["name"], arguments), prompt, output, cached)
+    return Answer(text, None, prompt, output, cached)
 
 
 def _usage(answer: Answer) -> dict[str, Any]:
@@ -464,7 +442,7 @@ def embeddings(model: str, body: dict[str, Any]) -> dict[str, Any]:
     if body.get("encoding_format") == "base64":
         vector = base64.b64encode(struct.pack("<8f", *_VECTOR)).decode()
     data = [{"object": "embedding", "index": i, "embedding": vector} for i in range(len(items))]
-    tokens = chars // 4 + 1 + ids
+    tokens = conversation.prompt_tokens(chars) + ids
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return {"object": "list", "data": data, "model": model, "usage": usage}
 
@@ -472,22 +450,16 @@ def embeddings(model: str, body: dict[str, Any]) -> dict[str, Any]:
 # --- the ASGI application -------------------------------------------------------------------
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
+JSON: Final = [(b"content-type", b"application/json")]
 
 
-async def _send_json(send: Send, status: int, body: Any) -> None:
-    headers = [(b"content-type", b"application/json")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": _encode(body)})
+async def _send_json(send: server.Send, status: int, body: Any) -> None:
+    await server.respond(send, status, _encode(body), JSON)
+
+
+def _control_error(status: int, message: str) -> bytes:
+    """Azure's 404 for an unknown control route; the OpenAI shape for a bad behaviour."""
+    return _encode(NOT_FOUND if status == 404 else openai_error(message))
 
 
 def _status_error(status: int, message: str | None) -> dict[str, Any]:
@@ -499,41 +471,24 @@ def _status_error(status: int, message: str | None) -> dict[str, Any]:
     return openai_error(message or f"Fake Azure error {status}", code=str(status))
 
 
-class FakeAzure:
+class FakeAzure(server.AsgiFake):
     """The ASGI application."""
 
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
-        self.behaviours: dict[str, Behaviour] = {}
-        self.stats = Stats()
+        self.control = control.Control(Behaviour(), Stats, _control_error, cleared=b"{}")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["type"] != "http":
-            return
-        body = await _read_body(receive)
-        if scope["path"].startswith("/_fake/"):
-            await self._control(scope["method"], scope["path"], body, send)
-            return
-        await self._api(scope, body, send)
-
-    async def _api(self, scope: Scope, raw: bytes, send: Send) -> None:
+    async def api(self, scope: server.Scope, raw: bytes, send: server.Send) -> None:
         path: str = scope["path"]
         query = scope.get("query_string", b"").decode("latin-1")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        stats = self.stats
-        stats.total += 1
+        headers = server.request_headers(scope)
+        stats = self.control.stats
         full = f"{path}?{query}" if query else path
-        stats.requests[f"{scope['method']} {full}"] += 1
+        stats.count(f"{scope['method']} {full}", path, headers)
         stats.paths.append(full)
         if len(stats.paths) > 10_000:  # a load test must not grow it without end
             del stats.paths[:5_000]
         stats.last_body[path] = msgspec.Raw(raw)
-        stats.last_headers[path] = headers
         deployment = _DEPLOYMENT_ROUTE.fullmatch(path)
         route = deployment or _V1_ROUTE.fullmatch(path)
         if route is None or scope["method"] != "POST":
@@ -563,15 +518,15 @@ class FakeAzure:
         await self._operation(route["operation"], model, body, send)
 
     async def _operation(
-        self, operation: str, model: str, body: dict[str, Any], send: Send
+        self, operation: str, model: str, body: dict[str, Any], send: server.Send
     ) -> None:
         chat = operation == "/chat/completions"
         problem = check_chat(body) if chat else check_embeddings(body)
         if problem is not None:
             await _send_json(send, 400, openai_error(*problem))
             return
-        behaviour = self._take_behaviour(model)
-        if behaviour is not None and behaviour.status is not None:
+        behaviour = self.control.take(model)
+        if behaviour.status is not None:
             await _send_json(
                 send, behaviour.status, _status_error(behaviour.status, behaviour.message)
             )
@@ -585,10 +540,11 @@ class FakeAzure:
             return
         options = body.get("stream_options") or {}
         chunks = chat_chunks(model, answer, options.get("include_usage") is True)
-        cut = behaviour.cut_after_events if behaviour is not None else None
-        await self._stream(send, chunks, cut)
+        await self._stream(send, chunks, behaviour.cut_after_events)
 
-    async def _stream(self, send: Send, chunks: list[dict[str, Any]], cut: int | None) -> None:
+    async def _stream(
+        self, send: server.Send, chunks: list[dict[str, Any]], cut: int | None
+    ) -> None:
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         cutting = cut is not None and cut < len(chunks)
@@ -596,43 +552,11 @@ class FakeAzure:
             frame = b"data: " + _encode(chunk) + b"\n\n"
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         if cutting:
-            self.stats.cut_streams += 1
+            self.control.stats.cut_streams += 1
             await send({"type": "http.response.body", "body": b""})
             return
-        self.stats.completed_streams += 1
+        self.control.stats.completed_streams += 1
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-
-    def _take_behaviour(self, model: str) -> Behaviour | None:
-        """The model's own behaviour, else the `*` one; `times` counts down per use."""
-        behaviour = self.behaviours.get(model) or self.behaviours.get("*")
-        if behaviour is not None and behaviour.times is not None:
-            behaviour.times -= 1
-            if behaviour.times <= 0:
-                del self.behaviours[behaviour.model]
-        return behaviour
-
-    async def _control(self, method: str, path: str, raw: bytes, send: Send) -> None:
-        if path == "/_fake/stats" and method == "GET":
-            await _send_json(send, 200, self.stats.render())
-        elif path == "/_fake/reset" and method == "POST":
-            self.behaviours.clear()
-            self.stats = Stats()
-            await _send_json(send, 200, {})
-        elif path == "/_fake/behaviour" and method == "POST":
-            try:
-                behaviour = _decode_behaviour(raw)
-            except msgspec.DecodeError as exc:
-                await _send_json(send, 400, openai_error(str(exc)))
-                return
-            self.behaviours[behaviour.model] = behaviour
-            await _send_json(send, 200, {"behaviours": list(self.behaviours.values())})
-        elif path == "/_fake/behaviour" and method == "GET":
-            await _send_json(send, 200, {"behaviours": list(self.behaviours.values())})
-        elif path == "/_fake/behaviour" and method == "DELETE":
-            self.behaviours.clear()
-            await _send_json(send, 200, {})
-        else:
-            await _send_json(send, 404, NOT_FOUND)
 
 
 app = FakeAzure(os.environ.get(API_KEY_ENV, "azure-fake-key"))
@@ -640,33 +564,7 @@ app = FakeAzure(os.environ.get(API_KEY_ENV, "azure-fake-key"))
 
 def main(argv: list[str] | None = None) -> None:
     """Serve the fake with Granian until SIGINT/SIGTERM."""
-    from granian import Granian  # noqa: PLC0415 - only the CLI needs the server
-    from granian.constants import HTTPModes, Interfaces  # noqa: PLC0415
-    from granian.log import LogLevels  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.upstreams.azure", description="A fake Azure OpenAI resource."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8105)
-    parser.add_argument("--api-key", default="azure-fake-key")
-    parser.add_argument("--workers", type=int, default=1, help="use 1 to script behaviour")
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    os.environ[API_KEY_ENV] = args.api_key  # inherited by the worker processes
-    Granian(
-        "tests.fakes.upstreams.azure:app",
-        address=args.host,
-        port=args.port,
-        interface=Interfaces.ASGI,
-        workers=args.workers,
-        http=HTTPModes.http1,
-        websockets=False,
-        log_level=LogLevels.warning,
-        log_access=False,
-        workers_kill_timeout=1,
-    ).serve()
+    server.serve("tests.fakes.upstreams.azure:app", CLI, argv)
 
 
 if __name__ == "__main__":

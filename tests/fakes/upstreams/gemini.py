@@ -44,26 +44,23 @@ headers shown as "***"), `completed_streams`, `cut_streams`.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import itertools
 import os
 import re
-from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 from urllib.parse import parse_qs
 
 import msgspec
 
-API_KEY_ENV: Final = "FAKE_GEMINI_API_KEY"
-EMBEDDING_SIZE: Final = 8
+from tests.fakes.upstreams import control, server
+from tests.fakes.upstreams import script as conversation
+from tests.fakes.upstreams.script import Answer
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+API_KEY_ENV: Final = "FAKE_GEMINI_API_KEY"
+CLI: Final = server.Cli("A fake Gemini API.", 8102, "fake-gemini-key", API_KEY_ENV)
+EMBEDDING_SIZE: Final = 8
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -91,54 +88,17 @@ _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
 _CREDENTIAL_HEADERS: Final = frozenset({"authorization", "x-goog-api-key"})
 
 
-class Behaviour(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: str = "*"
-    status: int | None = None
-    message: str | None = None
-    cut_after_events: int | None = None
+class Behaviour(control.Behaviour):
     finish_reason: str | None = None
     block_reason: str | None = None
-    times: int | None = None
 
 
-_decode_behaviour = msgspec.json.Decoder(Behaviour).decode
+class Stats(control.Stats):
+    """The shared stats, plus the query string of the last request per path."""
 
-
-class Stats:
     def __init__(self) -> None:
-        self.total = 0
-        self.requests: Counter[str] = Counter()
-        self.last_body: dict[str, msgspec.Raw] = {}
-        self.last_headers: dict[str, dict[str, str]] = {}
+        super().__init__()
         self.last_query: dict[str, str] = {}
-        self.completed_streams = 0
-        self.cut_streams = 0
-
-    def render(self) -> bytes:
-        return _encode(
-            {
-                "total": self.total,
-                "requests": self.requests,
-                "last_body": self.last_body,
-                "last_headers": self.last_headers,
-                "last_query": self.last_query,
-                "completed_streams": self.completed_streams,
-                "cut_streams": self.cut_streams,
-            }
-        )
-
-
-class Refused(Exception):
-    """A request the real API would refuse: its status and message."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class Cut(Exception):
-    """Raised mid-response: Granian then drops the connection without ending the body."""
 
 
 def error_body(status: int, message: str) -> bytes:
@@ -146,21 +106,23 @@ def error_body(status: int, message: str) -> bytes:
     return _encode({"error": {"code": status, "message": message, "status": name}})
 
 
-def _unknown(name: str, where: str) -> Refused:
+def _unknown(name: str, where: str) -> server.Refused:
     at = f" at '{where}'" if where else ""
-    return Refused(f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.')
+    return server.Refused(
+        f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.'
+    )
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> None:
     if isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise Refused(f"Invalid value at '{where}', {_encode(value).decode()}")
+        raise server.Refused(f"Invalid value at '{where}', {_encode(value).decode()}")
     if not isinstance(value, kind):
-        raise Refused(f"Invalid value at '{where}', {_encode(value).decode()}")
+        raise server.Refused(f"Invalid value at '{where}', {_encode(value).decode()}")
 
 
 def _known(obj: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
-        raise Refused(f"Invalid value at '{where}': expected an object")
+        raise server.Refused(f"Invalid value at '{where}': expected an object")
     for key in obj:
         if key not in allowed:
             raise _unknown(key, where)
@@ -239,7 +201,7 @@ def check_schema(schema: Any, where: str) -> None:
     node = _known(schema, SCHEMA_FIELDS, where)
     kind = node.get("type")
     if kind is not None and (not isinstance(kind, str) or kind.upper() not in SCHEMA_TYPES):
-        raise Refused(f"Invalid value at '{where}.type', {_encode(kind).decode()}")
+        raise server.Refused(f"Invalid value at '{where}.type', {_encode(kind).decode()}")
     for name, sub in (node.get("properties") or {}).items():
         check_schema(sub, f"{where}.properties[{name}].value")
     if "items" in node:
@@ -252,34 +214,36 @@ def _check_part(part: Any, role: str, where: str) -> None:
     part = _known(part, PART_FIELDS, where)
     data = [key for key in PART_DATA if key in part]
     if len(data) != 1:
-        raise Refused(f"* {where}: a part must hold exactly one of {', '.join(PART_DATA)}")
+        raise server.Refused(f"* {where}: a part must hold exactly one of {', '.join(PART_DATA)}")
     kind = data[0]
     value = part[kind]
     if kind == "text":
         _expect(value, str, f"{where}.text")
         if not value:
-            raise Refused("Unable to submit request because it has an empty text parameter.")
+            raise server.Refused("Unable to submit request because it has an empty text parameter.")
     elif kind == "inlineData":
         blob = _known(value, frozenset({"mimeType", "data"}), f"{where}.inline_data")
         if not isinstance(blob.get("mimeType"), str) or not isinstance(blob.get("data"), str):
-            raise Refused(f"* {where}.inline_data: mimeType and data are required")
+            raise server.Refused(f"* {where}.inline_data: mimeType and data are required")
         try:
             base64.b64decode(blob["data"], validate=True)
         except binascii.Error as exc:
-            raise Refused(f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES)") from exc
+            raise server.Refused(
+                f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES)"
+            ) from exc
     elif kind == "fileData":
         file = _known(value, frozenset({"mimeType", "fileUri"}), f"{where}.file_data")
         if not isinstance(file.get("fileUri"), str):
-            raise Refused(f"* {where}.file_data.file_uri: a file URI is required")
+            raise server.Refused(f"* {where}.file_data.file_uri: a file URI is required")
     elif kind == "functionCall":
         if role != "model":
-            raise Refused(f"* {where}: function calls belong to model turns")
+            raise server.Refused(f"* {where}: function calls belong to model turns")
         call = _known(value, frozenset({"name", "args", "id"}), f"{where}.function_call")
         _expect(call.get("name"), str, f"{where}.function_call.name")
         _expect(call.get("args", {}), dict, f"{where}.function_call.args")
     else:
         if role != "user":
-            raise Refused(f"* {where}: function responses belong to user turns")
+            raise server.Refused(f"* {where}: function responses belong to user turns")
         response = _known(
             value, frozenset({"name", "response", "id"}), f"{where}.function_response"
         )
@@ -300,18 +264,18 @@ def _check_turns(contents: list[dict[str, Any]]) -> None:
             if "functionCall" in p
         ]
         if not calls:
-            raise Refused(
+            raise server.Refused(
                 "Please ensure that function response turn comes immediately after a function "
                 "call turn."
             )
         if len(calls) != len(responses):
-            raise Refused(
+            raise server.Refused(
                 "Please ensure that the number of function response parts is equal to the "
                 "number of function call parts of the function call turn."
             )
         for response in responses:
             if response["name"] not in calls:
-                raise Refused(
+                raise server.Refused(
                     f"* GenerateContentRequest.contents[{i}]: function response "
                     f"'{response['name']}' answers no function call of the previous turn"
                 )
@@ -320,17 +284,17 @@ def _check_turns(contents: list[dict[str, Any]]) -> None:
 def _check_contents(body: dict[str, Any]) -> None:
     contents = body.get("contents")
     if not contents:
-        raise Refused("* GenerateContentRequest.contents: contents is not specified")
+        raise server.Refused("* GenerateContentRequest.contents: contents is not specified")
     _expect(contents, list, "contents")
     for i, item in enumerate(contents):
         where = f"contents[{i}]"
         content = _known(item, frozenset({"role", "parts"}), where)
         role = content.get("role")
         if role not in ("user", "model"):
-            raise Refused("Please use a valid role: user, model.")
+            raise server.Refused("Please use a valid role: user, model.")
         parts = content.get("parts")
         if not isinstance(parts, list) or not parts:
-            raise Refused(
+            raise server.Refused(
                 f"* GenerateContentRequest.{where}.parts: contents.parts must not be empty."
             )
         for j, part in enumerate(parts):
@@ -341,7 +305,9 @@ def _check_contents(body: dict[str, Any]) -> None:
         system = _known(system, frozenset({"role", "parts"}), "system_instruction")
         parts = system.get("parts")
         if not isinstance(parts, list) or not parts:
-            raise Refused("* GenerateContentRequest.system_instruction.parts: must not be empty")
+            raise server.Refused(
+                "* GenerateContentRequest.system_instruction.parts: must not be empty"
+            )
         for j, part in enumerate(parts):
             _known(part, frozenset({"text"}), f"system_instruction.parts[{j}]")
             _expect(part.get("text"), str, f"system_instruction.parts[{j}].text")
@@ -356,15 +322,15 @@ def _check_generation(body: dict[str, Any]) -> None:
         _expect(value, GENERATION_TYPES[name], f"generation_config.{name}")
     stops = config.get("stopSequences", [])
     if not all(isinstance(s, str) for s in stops) or len(stops) > 5:
-        raise Refused("* GenerationConfig.stop_sequences: at most 5 strings")
+        raise server.Refused("* GenerationConfig.stop_sequences: at most 5 strings")
     if config.get("candidateCount", 1) < 1:
-        raise Refused("* GenerationConfig.candidate_count: must be positive")
+        raise server.Refused("* GenerationConfig.candidate_count: must be positive")
     mime = config.get("responseMimeType")
     if mime is not None and mime not in MIME_TYPES:
-        raise Refused(f"* GenerationConfig.response_mime_type: unsupported mime type {mime}")
+        raise server.Refused(f"* GenerationConfig.response_mime_type: unsupported mime type {mime}")
     if "responseSchema" in config:
         if mime != "application/json":
-            raise Refused(
+            raise server.Refused(
                 "* GenerationConfig.response_schema: only supported with response_mime_type "
                 "application/json"
             )
@@ -390,14 +356,16 @@ def _declared(body: dict[str, Any]) -> list[str]:
             )
             name = declaration.get("name")
             if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
-                raise Refused(f"* GenerateContentRequest.{where}.name: Invalid function name.")
+                raise server.Refused(
+                    f"* GenerateContentRequest.{where}.name: Invalid function name."
+                )
             parameters = declaration.get("parameters")
             if parameters is not None:
                 check_schema(parameters, f"{where}.parameters")
                 if str(parameters.get("type", "")).upper() == "OBJECT" and not parameters.get(
                     "properties"
                 ):
-                    raise Refused(
+                    raise server.Refused(
                         f"* GenerateContentRequest.{where}.parameters.properties: should be "
                         "non-empty for OBJECT type"
                     )
@@ -411,12 +379,12 @@ def _declared(body: dict[str, Any]) -> list[str]:
             "tool_config.function_calling_config",
         )
         if calling.get("mode") not in ("AUTO", "ANY", "NONE", "VALIDATED"):
-            raise Refused("Invalid value at 'tool_config.function_calling_config.mode'")
+            raise server.Refused("Invalid value at 'tool_config.function_calling_config.mode'")
         allowed = calling.get("allowedFunctionNames")
         if allowed is not None and (
             calling["mode"] != "ANY" or not all(name in names for name in allowed)
         ):
-            raise Refused(
+            raise server.Refused(
                 "* GenerateContentRequest.tool_config.function_calling_config."
                 "allowed_function_names: only with mode ANY, naming declared functions"
             )
@@ -436,21 +404,23 @@ def check_embed(body: Any, model: str) -> list[tuple[str, int]]:
     body = _known(body, frozenset({"requests"}), "")
     requests = body.get("requests")
     if not isinstance(requests, list) or not requests:
-        raise Refused("* BatchEmbedContentsRequest.requests: requests is not specified")
+        raise server.Refused("* BatchEmbedContentsRequest.requests: requests is not specified")
     out = []
     fields = frozenset({"model", "content", "taskType", "title", "outputDimensionality"})
     for i, item in enumerate(requests):
         where = f"requests[{i}]"
         request = _known(item, fields, where)
         if request.get("model") != f"models/{model}":
-            raise Refused(
+            raise server.Refused(
                 f"* BatchEmbedContentsRequest.{where}.model: the model must be models/{model}, "
                 "the model in the path"
             )
         content = _known(request.get("content"), frozenset({"parts", "role"}), f"{where}.content")
         parts = content.get("parts")
         if not isinstance(parts, list) or not parts:
-            raise Refused(f"* BatchEmbedContentsRequest.{where}.content.parts: must not be empty")
+            raise server.Refused(
+                f"* BatchEmbedContentsRequest.{where}.content.parts: must not be empty"
+            )
         texts = []
         for j, part in enumerate(parts):
             _known(part, frozenset({"text"}), f"{where}.content.parts[{j}]")
@@ -465,20 +435,13 @@ def check_embed(body: Any, model: str) -> list[tuple[str, int]]:
 # --- the conversation script ----------------------------------------------------------------
 
 
-class Answer(msgspec.Struct, kw_only=True):
-    text: str = ""
-    call: dict[str, Any] | None = None
-    prompt_tokens: int
-    cached_tokens: int
-    output_tokens: int
-
-
 def _result_text(response: dict[str, Any]) -> str:
     content = response.get("content", response)
     return content if isinstance(content, str) else _encode(content).decode()
 
 
 def script(body: dict[str, Any], declared: list[str]) -> Answer:
+    """The shared script (`tests.fakes.upstreams.script`) over a Gemini body."""
     contents = body["contents"]
     system = [p["text"] for p in (body.get("systemInstruction") or {}).get("parts", ())]
     chars = sum(map(len, system))
@@ -489,30 +452,34 @@ def script(body: dict[str, Any], declared: list[str]) -> Answer:
             if "functionResponse" in part:
                 chars += len(_result_text(part["functionResponse"]["response"]))
             images += "inlineData" in part or "fileData" in part
-    prompt = chars // 4 + 1 + 10 * images
-    cached = 2 if system else 0
+    prompt = conversation.prompt_tokens(chars, images)
+    cached = conversation.CACHED_TOKENS if system else 0
     last = contents[-1]
     parts = last["parts"]
     results = [p["functionResponse"]["response"] for p in parts if "functionResponse" in p]
     said = " ".join(p["text"] for p in parts if "text" in p)
-    if results:
-        text = "Tool said: " + _result_text(results[-1])
-    elif declared and last["role"] == "user":
+    text = conversation.reply(
+        tool_result=_result_text(results[-1]) if results else None,
+        call=bool(declared) and last["role"] == "user",
+        said=said,
+        images=_first_image(parts),
+        system=system,
+    )
+    output = conversation.output_tokens(text)
+    if text is None:
         call = {"name": declared[0], "args": {"echo": said}}
-        return Answer(call=call, prompt_tokens=prompt, cached_tokens=cached, output_tokens=5)
-    else:
-        text = f"Hello! You said: {said}"
-        for part in parts:
-            if "inlineData" in part:
-                text += f" [image {part['inlineData']['mimeType']}]"
-                break
-            if "fileData" in part and part["fileData"]["fileUri"].startswith("http"):
-                text += " [image url]"
-                break
-        if system:
-            text += f" [system: {' | '.join(system)}]"
-    words = len(text.split())
-    return Answer(text=text, prompt_tokens=prompt, cached_tokens=cached, output_tokens=words)
+        return Answer(call=call, prompt_tokens=prompt, cached_tokens=cached, output_tokens=output)
+    return Answer(text=text, prompt_tokens=prompt, cached_tokens=cached, output_tokens=output)
+
+
+def _first_image(parts: list[dict[str, Any]]) -> list[str]:
+    """The media type of the turn's first inline image, or `url` for a first http(s) file."""
+    for part in parts:
+        if "inlineData" in part:
+            return [part["inlineData"]["mimeType"]]
+        if "fileData" in part and part["fileData"]["fileUri"].startswith("http"):
+            return ["url"]
+    return []
 
 
 def usage_metadata(answer: Answer, output: int) -> dict[str, int]:
@@ -628,20 +595,6 @@ MODELS: Final = _encode(
 JSON: Final = [(b"content-type", b"application/json; charset=UTF-8")]
 
 
-async def respond(send: Send, status: int, body: bytes, headers: list[Any] = JSON) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
 def token_is_valid(token: str) -> bool:
     """The shared fake token store's verdict (another module; imported only when needed)."""
     from tests.fakes.gcp_token import token_is_valid as valid  # noqa: PLC0415
@@ -649,53 +602,44 @@ def token_is_valid(token: str) -> bool:
     return bool(valid(token))
 
 
-class FakeGemini:
+class FakeGemini(server.AsgiFake):
+    json_headers = JSON
+
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
-        self.behaviours: dict[str, Behaviour] = {}
-        self.stats = Stats()
+        self.control = control.Control(Behaviour(), Stats, error_body)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+    async def api(self, scope: server.Scope, raw: bytes, send: server.Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
-        raw = await read_body(receive)
-        if path.startswith("/_fake/"):
-            await self._control(method, path, raw, send)
-            return
         try:
             await self._serve(scope, method, path, raw, send)
-        except Refused as exc:
-            await respond(send, exc.status, error_body(exc.status, exc.message))
+        except server.Refused as exc:
+            await server.respond(send, exc.status, error_body(exc.status, exc.message), JSON)
 
-    def _record(self, scope: Scope, method: str, path: str, raw: bytes) -> dict[str, str]:
-        stats = self.stats
-        stats.total += 1
-        stats.requests[f"{method} {path}"] += 1
+    def _record(self, scope: server.Scope, method: str, path: str, raw: bytes) -> dict[str, str]:
+        stats = self.control.stats
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        stats.last_headers[path] = {
-            k: "***" if k in _CREDENTIAL_HEADERS else v for k, v in headers.items()
-        }
+        shown = {k: "***" if k in _CREDENTIAL_HEADERS else v for k, v in headers.items()}
+        stats.count(f"{method} {path}", path, shown)
         stats.last_query[path] = scope["query_string"].decode("latin-1")
         if raw:
             stats.last_body[path] = msgspec.Raw(raw)
         return headers
 
-    async def _serve(self, scope: Scope, method: str, path: str, raw: bytes, send: Send) -> None:
+    async def _serve(
+        self, scope: server.Scope, method: str, path: str, raw: bytes, send: server.Send
+    ) -> None:
         headers = self._record(scope, method, path, raw)
         query = parse_qs(scope["query_string"].decode("latin-1"))
         direct, vertex = _DIRECT.match(path), _VERTEX.match(path)
         if method == "GET" and path == "/v1beta/models":
             self._check_key(headers, query)
-            await respond(send, 200, MODELS)
+            await server.respond(send, 200, MODELS, JSON)
             return
         match = direct or vertex
         if method != "POST" or match is None:
-            raise Refused(f"The requested URL {path} was not found on this server.", 404)
+            raise server.Refused(f"The requested URL {path} was not found on this server.", 404)
         if direct:
             self._check_key(headers, query)
         else:
@@ -704,20 +648,20 @@ class FakeGemini:
         try:
             body = _decode(raw)
         except msgspec.DecodeError as exc:
-            raise Refused(f"Invalid JSON payload received. {exc}") from exc
+            raise server.Refused(f"Invalid JSON payload received. {exc}") from exc
         if action == "batchEmbedContents" and direct:
             vectors = embeddings(check_embed(body, model))
             self._behaviour(model)  # embeddings take scripted statuses too
-            await respond(send, 200, vectors)
+            await server.respond(send, 200, vectors, JSON)
             return
         if action not in ("generateContent", "streamGenerateContent"):
-            raise Refused(f"Method {action} not found for models/{model}.", 404)
+            raise server.Refused(f"Method {action} not found for models/{model}.", 404)
         declared = check_generate(body)
         behaviour = self._behaviour(model)
         answer = script(body, declared)
         count = body.get("generationConfig", {}).get("candidateCount", 1)
         if action == "generateContent":
-            await respond(send, 200, whole(answer, model, count, behaviour))
+            await server.respond(send, 200, whole(answer, model, count, behaviour), JSON)
             return
         sse = query.get("alt") == ["sse"]
         await self._stream(send, events(answer, model, count, behaviour), behaviour, sse=sse)
@@ -725,30 +669,24 @@ class FakeGemini:
     def _check_key(self, headers: dict[str, str], query: dict[str, list[str]]) -> None:
         key = headers.get("x-goog-api-key") or (query.get("key") or [""])[0]
         if not key:
-            raise Refused(
+            raise server.Refused(
                 "Method doesn't allow unregistered callers (callers without established "
                 "identity). Please use API Key or other form of API consumer identity to call "
                 "this API.",
                 403,
             )
         if key != self.api_key:
-            raise Refused("API key not valid. Please pass a valid API key.", 400)
+            raise server.Refused("API key not valid. Please pass a valid API key.", 400)
 
     def _behaviour(self, model: str) -> Behaviour:
-        behaviour = self.behaviours.get(model) or self.behaviours.get("*")
-        if behaviour is None:
-            return Behaviour()
-        if behaviour.times is not None:
-            behaviour.times -= 1
-            if behaviour.times <= 0:
-                del self.behaviours[behaviour.model]
+        behaviour = self.control.take(model)
         if behaviour.status is not None and behaviour.status >= 400:
             message = behaviour.message or f"Fake upstream error {behaviour.status}"
-            raise Refused(message, behaviour.status)
+            raise server.Refused(message, behaviour.status)
         return behaviour
 
     async def _stream(
-        self, send: Send, frames: list[bytes], behaviour: Behaviour, *, sse: bool
+        self, send: server.Send, frames: list[bytes], behaviour: Behaviour, *, sse: bool
     ) -> None:
         if sse:
             pieces = [b"data: " + frame + b"\r\n\r\n" for frame in frames]
@@ -757,58 +695,20 @@ class FakeGemini:
             pieces = [(b"[" if i == 0 else b",\r\n") + f for i, f in enumerate(frames)]
             pieces.append(b"]")
             kind = b"application/json; charset=UTF-8"
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", kind)]}
+        headers = [(b"content-type", kind)]
+        await server.stream_or_cut(
+            send, headers, pieces, behaviour.cut_after_events, self.control.stats
         )
-        cut = behaviour.cut_after_events
-        for i, piece in enumerate(pieces):
-            if cut is not None and i >= cut:
-                self.stats.cut_streams += 1
-                raise Cut
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-        self.stats.completed_streams += 1
-
-    async def _control(self, method: str, path: str, raw: bytes, send: Send) -> None:
-        if path == "/_fake/stats" and method == "GET":
-            await respond(send, 200, self.stats.render())
-            return
-        if path == "/_fake/reset" and method == "POST":
-            self.behaviours.clear()
-            self.stats = Stats()
-        elif path == "/_fake/behaviour" and method == "POST":
-            try:
-                behaviour = _decode_behaviour(raw)
-            except msgspec.DecodeError as exc:
-                await respond(send, 400, error_body(400, str(exc)))
-                return
-            self.behaviours[behaviour.model] = behaviour
-        elif path == "/_fake/behaviour" and method == "DELETE":
-            self.behaviours.clear()
-        elif path != "/_fake/behaviour" or method != "GET":
-            await respond(send, 404, error_body(404, f"no control route {method} {path}"))
-            return
-        await respond(send, 200, _encode({"behaviours": list(self.behaviours.values())}))
 
 
 def _check_token(headers: dict[str, str]) -> None:
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme != "Bearer" or not token or not token_is_valid(token):
-        raise Refused(
+        raise server.Refused(
             "Request had invalid authentication credentials. Expected OAuth 2 access token, "
             "login cookie or other valid authentication credential.",
             401,
         )
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 app = FakeGemini(os.environ.get(API_KEY_ENV, "fake-gemini-key"))
@@ -816,32 +716,7 @@ app = FakeGemini(os.environ.get(API_KEY_ENV, "fake-gemini-key"))
 
 def main(argv: list[str] | None = None) -> None:
     """Serve the fake with Granian until SIGINT/SIGTERM."""
-    from granian import Granian  # noqa: PLC0415 - only the CLI needs the server
-    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
-    from granian.log import LogLevels  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.upstreams.gemini", description="A fake Gemini API."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8102)
-    parser.add_argument("--api-key", default="fake-gemini-key")
-    parser.add_argument("--workers", type=int, default=1, help="use 1 to script behaviour")
-    args = parser.parse_args(argv)
-    os.environ[API_KEY_ENV] = args.api_key  # inherited by the worker processes
-    Granian(
-        "tests.fakes.upstreams.gemini:app",
-        address=args.host,
-        port=args.port,
-        interface=Interfaces.ASGI,
-        workers=args.workers,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        websockets=False,
-        log_level=LogLevels.warning,
-        log_access=False,
-        workers_kill_timeout=1,
-    ).serve()
+    server.serve("tests.fakes.upstreams.gemini:app", CLI, argv)
 
 
 if __name__ == "__main__":

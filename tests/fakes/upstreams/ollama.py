@@ -36,22 +36,20 @@ Control (state per worker: script it with `--workers 1`): `POST /_fake/behaviour
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
-from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 import msgspec
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from tests.fakes.upstreams import script as conversation
+from tests.fakes.upstreams import server
+from tests.fakes.upstreams.control import Behaviour, Control, Stats
+from tests.fakes.upstreams.script import Answer
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
+CLI: Final = server.Cli("A fake Ollama API.", 8103)
 
 EMBEDDING_SIZE: Final = 8
 ROLES: Final = frozenset({"system", "user", "assistant", "tool"})
@@ -111,50 +109,6 @@ TAGS: Final = _encode(
 )
 
 
-class Behaviour(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: str = "*"
-    status: int | None = None
-    message: str | None = None
-    cut_after_events: int | None = None
-    times: int | None = None
-
-
-_decode_behaviour = msgspec.json.Decoder(Behaviour).decode
-
-
-class Stats:
-    def __init__(self) -> None:
-        self.total = 0
-        self.requests: Counter[str] = Counter()
-        self.last_body: dict[str, msgspec.Raw] = {}
-        self.last_headers: dict[str, dict[str, str]] = {}
-        self.completed_streams = 0
-        self.cut_streams = 0
-
-    def render(self) -> bytes:
-        return _encode(
-            {
-                "total": self.total,
-                "requests": self.requests,
-                "last_body": self.last_body,
-                "last_headers": self.last_headers,
-                "completed_streams": self.completed_streams,
-                "cut_streams": self.cut_streams,
-            }
-        )
-
-
-class Refused(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class Cut(Exception):
-    """Raised mid-response: Granian then drops the connection without ending the body."""
-
-
 def error_body(message: str) -> bytes:
     return _encode({"error": message})
 
@@ -167,15 +121,15 @@ def _type_name(value: Any) -> str:
 def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> None:
     wrong_bool = isinstance(value, bool) and kind in (int, NUMBER)
     if wrong_bool or not isinstance(value, kind):
-        raise Refused(f"json: cannot unmarshal {_type_name(value)} into Go value {where}")
+        raise server.Refused(f"json: cannot unmarshal {_type_name(value)} into Go value {where}")
 
 
 def _known(obj: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
-        raise Refused(f"json: cannot unmarshal {_type_name(obj)} into Go value {where}")
+        raise server.Refused(f"json: cannot unmarshal {_type_name(obj)} into Go value {where}")
     unknown = sorted(set(obj) - allowed)
     if unknown:
-        raise Refused(f"fake ollama: unknown field '{unknown[0]}' in {where}")
+        raise server.Refused(f"fake ollama: unknown field '{unknown[0]}' in {where}")
     return obj
 
 
@@ -183,7 +137,7 @@ def _check_common(raw: Any, fields: frozenset[str], where: str) -> dict[str, Any
     body = _known(raw, fields, where)
     model = body.get("model")
     if not model:
-        raise Refused("model is required")
+        raise server.Refused("model is required")
     _expect(model, str, f"{where}.model")
     if "stream" in body:
         _expect(body["stream"], bool, f"{where}.stream")
@@ -193,10 +147,10 @@ def _check_common(raw: Any, fields: frozenset[str], where: str) -> dict[str, Any
         for name, value in options.items():
             _expect(value, OPTION_TYPES[name], f"Options.{name}")
         if not all(isinstance(stop, str) for stop in options.get("stop", ())):
-            raise Refused("json: cannot unmarshal into Go value Options.stop of type string")
+            raise server.Refused("json: cannot unmarshal into Go value Options.stop of type string")
     form = body.get("format")
     if form is not None and form != "json" and not isinstance(form, dict):
-        raise Refused(f"invalid format: {_encode(form).decode()}")
+        raise server.Refused(f"invalid format: {_encode(form).decode()}")
     return body
 
 
@@ -205,14 +159,14 @@ def sniff(data: str) -> str:
     try:
         raw = base64.b64decode(data, validate=True)
     except binascii.Error as exc:
-        raise Refused("illegal base64 data in images") from exc
+        raise server.Refused("illegal base64 data in images") from exc
     return next((kind for magic, kind in MAGIC if raw.startswith(magic)), "image/unknown")
 
 
 def _check_message(message: Any, where: str) -> None:
     message = _known(message, MESSAGE_FIELDS, where)
     if message.get("role") not in ROLES:
-        raise Refused(f"invalid role '{message.get('role')}' in {where}")
+        raise server.Refused(f"invalid role '{message.get('role')}' in {where}")
     _expect(message.get("content", ""), str, f"{where}.content of type string")
     for image in message.get("images") or ():
         _expect(image, str, f"{where}.images")
@@ -237,7 +191,7 @@ def check_chat(raw: Any) -> dict[str, Any]:
     for item in body.get("tools") or ():
         tool = _known(item, frozenset({"type", "function"}), "Tool")
         if tool.get("type") != "function":
-            raise Refused("json: tool type must be 'function'")
+            raise server.Refused("json: tool type must be 'function'")
         function = _known(
             tool.get("function"), frozenset({"name", "description", "parameters"}), "ToolFunction"
         )
@@ -255,11 +209,11 @@ def check_generate(raw: Any) -> dict[str, Any]:
 def check_embed(raw: Any) -> list[str]:
     body = _known(raw, EMBED_FIELDS, "EmbedRequest")
     if not body.get("model"):
-        raise Refused("model is required")
+        raise server.Refused("model is required")
     value = body.get("input")
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise Refused("invalid input type")
+        raise server.Refused("invalid input type")
     if "dimensions" in body:
         _expect(body["dimensions"], int, "EmbedRequest.dimensions")
     return texts
@@ -268,32 +222,25 @@ def check_embed(raw: Any) -> list[str]:
 # --- the conversation script ----------------------------------------------------------------
 
 
-class Answer(msgspec.Struct, kw_only=True):
-    text: str = ""
-    call: dict[str, Any] | None = None
-    prompt_tokens: int
-    output_tokens: int
-
-
 def script(messages: list[dict[str, Any]], tools: list[Any]) -> Answer:
+    """The shared script (`tests.fakes.upstreams.script`) over Ollama messages."""
     chars = sum(len(m.get("content", "")) for m in messages)
     images = sum(len(m.get("images") or ()) for m in messages)
-    prompt = chars // 4 + 1 + 10 * images
-    system = [m.get("content", "") for m in messages if m["role"] == "system"]
+    prompt = conversation.prompt_tokens(chars, images)
     last = messages[-1] if messages else {"role": "user", "content": ""}
     said = last.get("content", "")
-    if last["role"] == "tool":
-        text = f"Tool said: {said}"
-    elif tools and last["role"] == "user":
+    text = conversation.reply(
+        tool_result=said if last["role"] == "tool" else None,
+        call=bool(tools) and last["role"] == "user",
+        said=said,
+        images=[sniff(image) for image in (last.get("images") or ())[:1]],
+        system=[m.get("content", "") for m in messages if m["role"] == "system"],
+    )
+    output = conversation.output_tokens(text)
+    if text is None:
         call = {"function": {"name": tools[0]["function"]["name"], "arguments": {"echo": said}}}
-        return Answer(call=call, prompt_tokens=prompt, output_tokens=5)
-    else:
-        text = f"Hello! You said: {said}"
-        if last.get("images"):
-            text += f" [image {sniff(last['images'][0])}]"
-        if system:
-            text += f" [system: {' | '.join(system)}]"
-    return Answer(text=text, prompt_tokens=prompt, output_tokens=len(text.split()))
+        return Answer(call=call, prompt_tokens=prompt, output_tokens=output)
+    return Answer(text=text, prompt_tokens=prompt, output_tokens=output)
 
 
 def _line(model: str, **fields: Any) -> dict[str, Any]:
@@ -354,7 +301,7 @@ def embed_answer(model: str, texts: list[str], size: int) -> bytes:
     for text in texts:
         seed = sum(text.encode()) % 97
         vectors.append([round((seed + i) / 100, 4) for i in range(size)])
-    tokens = sum(len(text) for text in texts) // 4 + 1
+    tokens = conversation.prompt_tokens(sum(len(text) for text in texts))
     return _encode({"model": model, "embeddings": vectors, "prompt_eval_count": tokens})
 
 
@@ -364,63 +311,39 @@ JSON: Final = [(b"content-type", b"application/json; charset=utf-8")]
 NDJSON: Final = [(b"content-type", b"application/x-ndjson")]
 
 
-async def respond(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": JSON})
-    await send({"type": "http.response.body", "body": body})
+class FakeOllama(server.AsgiFake):
+    json_headers = JSON
 
-
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-class FakeOllama:
     def __init__(self) -> None:
-        self.behaviours: dict[str, Behaviour] = {}
-        self.stats = Stats()
+        self.control = Control(Behaviour(), Stats, lambda _, message: error_body(message))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+    async def api(self, scope: server.Scope, raw: bytes, send: server.Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
-        raw = await read_body(receive)
-        if path.startswith("/_fake/"):
-            await self._control(method, path, raw, send)
-            return
-        stats = self.stats
-        stats.total += 1
-        stats.requests[f"{method} {path}"] += 1
-        stats.last_headers[path] = {k.decode(): v.decode() for k, v in scope["headers"]}
+        stats = self.control.stats
+        stats.count(f"{method} {path}", path, server.request_headers(scope))
         if raw:
             stats.last_body[path] = msgspec.Raw(raw)
         try:
             await self._serve(method, path, raw, send)
-        except Refused as exc:
-            await respond(send, exc.status, error_body(exc.message))
+        except server.Refused as exc:
+            await server.respond(send, exc.status, error_body(exc.message), JSON)
 
-    async def _serve(self, method: str, path: str, raw: bytes, send: Send) -> None:
+    async def _serve(self, method: str, path: str, raw: bytes, send: server.Send) -> None:
         if method == "GET" and path == "/api/tags":
-            await respond(send, 200, TAGS)
+            await server.respond(send, 200, TAGS, JSON)
             return
         if method != "POST" or path not in ("/api/chat", "/api/generate", "/api/embed"):
-            raise Refused("404 page not found", 404)
+            raise server.Refused("404 page not found", 404)
         try:
             body = _decode(raw)
         except msgspec.DecodeError as exc:
-            raise Refused(f"invalid character in JSON: {exc}") from exc
+            raise server.Refused(f"invalid character in JSON: {exc}") from exc
         if path == "/api/embed":
             texts = check_embed(body)
             self._behaviour(body["model"])
             size = body.get("dimensions", EMBEDDING_SIZE)
-            await respond(send, 200, embed_answer(body["model"], texts, size))
+            await server.respond(send, 200, embed_answer(body["model"], texts, size), JSON)
             return
         stream = body.get("stream", True) if isinstance(body, dict) else True
         if path == "/api/chat":
@@ -434,63 +357,20 @@ class FakeOllama:
             messages = [{"role": "user", "content": body.get("prompt", "")}]
             lines = generate_lines(script(messages, []), body["model"], stream=stream)
         if not stream:
-            await respond(send, 200, lines[0])
+            await server.respond(send, 200, lines[0], JSON)
             return
-        await self._stream(send, lines, behaviour)
+        pieces = [line + b"\n" for line in lines]
+        await server.stream_or_cut(
+            send, NDJSON, pieces, behaviour.cut_after_events, self.control.stats
+        )
 
     def _behaviour(self, model: str) -> Behaviour:
-        behaviour = self.behaviours.get(model) or self.behaviours.get("*")
-        if behaviour is None:
-            return Behaviour()
-        if behaviour.times is not None:
-            behaviour.times -= 1
-            if behaviour.times <= 0:
-                del self.behaviours[behaviour.model]
+        behaviour = self.control.take(model)
         if behaviour.status is not None and behaviour.status >= 400:
-            raise Refused(behaviour.message or f"fake error {behaviour.status}", behaviour.status)
+            raise server.Refused(
+                behaviour.message or f"fake error {behaviour.status}", behaviour.status
+            )
         return behaviour
-
-    async def _stream(self, send: Send, lines: list[bytes], behaviour: Behaviour) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": NDJSON})
-        cut = behaviour.cut_after_events
-        for i, line in enumerate(lines):
-            if cut is not None and i >= cut:
-                self.stats.cut_streams += 1
-                raise Cut
-            await send({"type": "http.response.body", "body": line + b"\n", "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-        self.stats.completed_streams += 1
-
-    async def _control(self, method: str, path: str, raw: bytes, send: Send) -> None:
-        if path == "/_fake/stats" and method == "GET":
-            await respond(send, 200, self.stats.render())
-            return
-        if path == "/_fake/reset" and method == "POST":
-            self.behaviours.clear()
-            self.stats = Stats()
-        elif path == "/_fake/behaviour" and method == "POST":
-            try:
-                behaviour = _decode_behaviour(raw)
-            except msgspec.DecodeError as exc:
-                await respond(send, 400, error_body(str(exc)))
-                return
-            self.behaviours[behaviour.model] = behaviour
-        elif path == "/_fake/behaviour" and method == "DELETE":
-            self.behaviours.clear()
-        elif path != "/_fake/behaviour" or method != "GET":
-            await respond(send, 404, error_body(f"no control route {method} {path}"))
-            return
-        await respond(send, 200, _encode({"behaviours": list(self.behaviours.values())}))
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 app = FakeOllama()
@@ -498,31 +378,7 @@ app = FakeOllama()
 
 def main(argv: list[str] | None = None) -> None:
     """Serve the fake with Granian until SIGINT/SIGTERM."""
-    from granian import Granian  # noqa: PLC0415 - only the CLI needs the server
-    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
-    from granian.log import LogLevels  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.upstreams.ollama", description="A fake Ollama API."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8103)
-    parser.add_argument("--api-key", default="", help="ignored: Ollama has no auth")
-    parser.add_argument("--workers", type=int, default=1, help="use 1 to script behaviour")
-    args = parser.parse_args(argv)
-    Granian(
-        "tests.fakes.upstreams.ollama:app",
-        address=args.host,
-        port=args.port,
-        interface=Interfaces.ASGI,
-        workers=args.workers,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        websockets=False,
-        log_level=LogLevels.warning,
-        log_access=False,
-        workers_kill_timeout=1,
-    ).serve()
+    server.serve("tests.fakes.upstreams.ollama:app", CLI, argv)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,6 @@ assembled from pre-encoded pieces; one worker serves well over 10,000 small requ
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import fcntl
@@ -61,7 +60,6 @@ import socket
 import struct
 import sys
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Final, NamedTuple
@@ -73,7 +71,10 @@ from granian._granian import RSGIProtocolClosed as ProtocolClosed
 from granian._granian import RSGIProtocolError as ProtocolError
 from granian.rsgi import Scope
 
+from tests.fakes.upstreams import control, server
+
 API_KEY_ENV: Final = "FAKE_OPENAI_API_KEY"
+CLI: Final = server.Cli("A fake OpenAI API.", 8101, "sk-fake", API_KEY_ENV, rsgi=True)
 DEFAULT_CHUNKS: Final = 20
 
 Headers = list[tuple[str, str]]
@@ -101,34 +102,19 @@ class Behaviour(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     times: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-_DEFAULT: Final = Behaviour(model="*")
-_decode_behaviour = msgspec.json.Decoder(Behaviour).decode
+class Stats(control.Stats):
+    """The shared stats, keyed by model, plus the clients gone before their answer ended.
 
-
-class Stats:
-    """Counters and the last request per model; rendered by `GET /_fake/stats`."""
+    `last_headers` holds Granian's header objects: made dicts only when rendered.
+    """
 
     def __init__(self) -> None:
-        self.total = 0
-        self.requests: Counter[str] = Counter()
+        super().__init__()
         self.disconnects = 0
-        self.completed_streams = 0
-        self.cut_streams = 0
-        self.last_body: dict[str, msgspec.Raw] = {}
-        self.last_headers: dict[str, RequestHeaders] = {}  # made dicts only when rendered
 
-    def render(self) -> bytes:
-        return _encode(
-            {
-                "total": self.total,
-                "requests": self.requests,
-                "disconnects": self.disconnects,
-                "completed_streams": self.completed_streams,
-                "cut_streams": self.cut_streams,
-                "last_body": self.last_body,
-                "last_headers": {m: _headers(h) for m, h in self.last_headers.items()},
-            }
-        )
+    def fields(self) -> dict[str, Any]:
+        headers = {m: _headers(h) for m, h in self.last_headers.items()}
+        return {**super().fields(), "last_headers": headers}
 
 
 # --- OpenAI-shaped errors -------------------------------------------------------------------
@@ -507,17 +493,22 @@ class FakeOpenAI:
 
     def __init__(self, api_key: str = "sk-fake") -> None:
         self.expected_auth = f"Bearer {api_key}"
-        self.behaviours: dict[str, Behaviour] = {}
-        self.stats = Stats()
+        self.control = control.Control(
+            Behaviour(model="*"),
+            Stats,
+            lambda _, message: error_body(message),
+            not_found="Invalid URL ({method} {path})",
+        )
 
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         path = scope.path
-        if path.startswith("/_fake/"):
-            await self._control(scope.method, path, proto)
-            return
         raw = await proto()
+        if path.startswith("/_fake/"):
+            status, answer = self.control.answer(scope.method, path, raw)
+            proto.response_bytes(status, JSON_HEADERS, answer)
+            return
         method = scope.method
-        stats = self.stats
+        stats = self.control.stats
         stats.total += 1
         route = _ROUTES.get(path) if method == "POST" else None
         if route is None:
@@ -538,7 +529,7 @@ class FakeOpenAI:
         elif parsed.error is not None or model is None:
             proto.response_bytes(400, JSON_HEADERS, parsed.error or _BAD_JSON)
         else:
-            await route.handler(self, scope, proto, parsed, self._behaviour(model))
+            await route.handler(self, scope, proto, parsed, self.control.take(model))
 
     def _other(self, scope: Scope, proto: HTTPProtocol, method: str, path: str) -> None:
         if scope.headers.get("authorization") != self.expected_auth:
@@ -549,19 +540,6 @@ class FakeOpenAI:
             not_found = error_body(f"Invalid URL ({method} {path})")
             proto.response_bytes(404, JSON_HEADERS, not_found)
 
-    def _behaviour(self, model: str) -> Behaviour:
-        behaviours = self.behaviours
-        if not behaviours:
-            return _DEFAULT
-        behaviour = behaviours.get(model) or behaviours.get("*")
-        if behaviour is None:
-            return _DEFAULT
-        if behaviour.times is not None:
-            behaviour.times -= 1
-            if behaviour.times <= 0:
-                del behaviours[behaviour.model]
-        return behaviour
-
     async def _pause(self, proto: HTTPProtocol, ms: int) -> bool:
         """Wait `ms`; False (a disconnect, counted) as soon as the client goes away first."""
         if ms <= 0:
@@ -571,7 +549,7 @@ class FakeOpenAI:
                 await proto.client_disconnect()
         except TimeoutError:
             return True
-        self.stats.disconnects += 1
+        self.control.stats.disconnects += 1
         return False
 
     async def _prelude(self, proto: HTTPProtocol, behaviour: Behaviour) -> bool:
@@ -606,11 +584,7 @@ class FakeOpenAI:
             b'data: {"id":"chatcmpl-fake%d","object":"chat.completion.chunk","created":%d,'
             b'"model":%s,"system_fingerprint":"fp_fake","choices":'
         ) % (ident, created, model)
-        with_usage = _include_usage(body)
-        tail = b',"usage":null}\n\n' if with_usage else b"}\n\n"
-        frames = [head + choice + tail for choice in _chat_choices(b.chunks)]
-        if with_usage:
-            frames.append(head + b'[],"usage":' + usage + b"}\n\n")
+        frames = _frames(head, _chat_choices(b.chunks), body, usage)
         await self._stream(scope, proto, frames, b)
 
     async def completions(
@@ -634,11 +608,7 @@ class FakeOpenAI:
             proto.response_bytes(200, JSON_HEADERS, answer)
             return
         head = b"data: " + head + b'"system_fingerprint":"fp_fake","choices":'
-        with_usage = _include_usage(body)
-        tail = b',"usage":null}\n\n' if with_usage else b"}\n\n"
-        frames = [head + choice + tail for choice in _completion_choices(b.chunks)]
-        if with_usage:
-            frames.append(head + b'[],"usage":' + usage + b"}\n\n")
+        frames = _frames(head, _completion_choices(b.chunks), body, usage)
         await self._stream(scope, proto, frames, b)
 
     async def embeddings(
@@ -678,43 +648,28 @@ class FakeOpenAI:
                 await transport.send_bytes(frame)
             if cutter is None:
                 await transport.send_bytes(_DONE)
-                self.stats.completed_streams += 1
+                self.control.stats.completed_streams += 1
                 return
-            self.stats.cut_streams += 1
+            self.control.stats.cut_streams += 1
             await cutter.cut(_wire_size(SSE_HEADERS, frames))
         except (ProtocolClosed, ProtocolError):
-            self.stats.disconnects += 1
+            self.control.stats.disconnects += 1
         finally:
             if cutter is not None:
                 cutter.close()
 
-    async def _control(self, method: str, path: str, proto: HTTPProtocol) -> None:
-        raw = await proto()
-        if path == "/_fake/stats" and method == "GET":
-            proto.response_bytes(200, JSON_HEADERS, self.stats.render())
-            return
-        if path == "/_fake/reset" and method == "POST":
-            self.behaviours.clear()
-            self.stats = Stats()
-        elif path == "/_fake/behaviour" and method == "POST":
-            try:
-                behaviour = _decode_behaviour(raw)
-            except msgspec.DecodeError as exc:
-                proto.response_bytes(400, JSON_HEADERS, error_body(str(exc)))
-                return
-            self.behaviours[behaviour.model] = behaviour
-        elif path == "/_fake/behaviour" and method == "DELETE":
-            self.behaviours.clear()
-        elif path != "/_fake/behaviour" or method != "GET":
-            proto.response_bytes(404, JSON_HEADERS, error_body(f"Invalid URL ({method} {path})"))
-            return
-        listing = _encode({"behaviours": list(self.behaviours.values())})
-        proto.response_bytes(200, JSON_HEADERS, listing)
 
-
-def _include_usage(body: dict[str, Any]) -> bool:
+def _frames(
+    head: bytes, choices: tuple[bytes, ...], body: dict[str, Any], usage: bytes
+) -> list[bytes]:
+    """The SSE frames of a stream: `head` + each choice, then the usage frame if asked for."""
     options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
+    with_usage = isinstance(options, dict) and options.get("include_usage") is True
+    tail = b',"usage":null}\n\n' if with_usage else b"}\n\n"
+    frames = [head + choice + tail for choice in choices]
+    if with_usage:
+        frames.append(head + b'[],"usage":' + usage + b"}\n\n")
+    return frames
 
 
 def _headers(request_headers: RequestHeaders) -> dict[str, str]:
@@ -739,34 +694,7 @@ app = FakeOpenAI(os.environ.get(API_KEY_ENV, "sk-fake"))
 
 def main(argv: list[str] | None = None) -> None:
     """Serve the fake with Granian until SIGINT/SIGTERM."""
-    from granian import Granian  # noqa: PLC0415 - only the CLI needs the server
-    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
-    from granian.log import LogLevels  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.upstreams.openai", description="A fake OpenAI API."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8101)
-    parser.add_argument("--api-key", default="sk-fake")
-    parser.add_argument("--workers", type=int, default=1, help="use 1 to script behaviour")
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    os.environ[API_KEY_ENV] = args.api_key  # inherited by the worker processes
-    Granian(
-        "tests.fakes.upstreams.openai:app",
-        address=args.host,
-        port=args.port,
-        interface=Interfaces.RSGI,
-        workers=args.workers,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        websockets=False,
-        log_level=LogLevels.warning,
-        log_access=False,
-        workers_kill_timeout=1,
-    ).serve()
+    server.serve("tests.fakes.upstreams.openai:app", CLI, argv)
 
 
 if __name__ == "__main__":
