@@ -11,20 +11,18 @@ authorised and routed but not admitted, billed or recorded: it generates nothing
 do not charge for it, and SDKs call it around real calls, which an RPM charge would starve.
 
 The vendor-specific parts (paths, bodies, usage, error shapes) are `app.providers.native`;
-this module is the HTTP side, shaped like `openai_api` (raw ASGI handlers mounted in Litestar).
+this module is the HTTP side, raw ASGI handlers mounted in Litestar like `openai_api`'s, with
+which it shares the request envelope and the stream relay (`app.server.exchange`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
+import functools
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from typing import Protocol
 
 import structlog
-import uuid_utils
 from litestar import asgi
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
@@ -38,16 +36,23 @@ from app.domain import (
     ModelNotFound,
     Payload,
     Permission,
-    StreamBroken,
     UpstreamStatus,
 )
 from app.providers import native
 from app.providers.native import NativeMeter, NativeRequest, Vendor
 from app.routing.failover import first_success
 from app.routing.router import Route, Target, build_route
-from app.server.asgi import ClientDisconnected, header, read_body, respond, wait_for_disconnect
+from app.server.asgi import header, read_body, respond
 from app.server.errors import JSON, render
-from app.server.openai_api import CLIENT_CLOSED, Handler, request_id
+from app.server.exchange import (
+    Exchange,
+    Handler,
+    PlainStreamWriter,
+    StreamWriter,
+    deliver,
+    first_answer,
+    relay,
+)
 from app.server.sse import SseWriter
 from app.server.state import WorkerState
 
@@ -68,43 +73,6 @@ _KEY_HEADERS = {
     Vendor.AZURE: b"api-key",
 }
 """Where each vendor's SDK puts its key; `Authorization: Bearer` is accepted everywhere."""
-
-
-class _Writer(Protocol):
-    started: bool
-
-    async def start(self) -> None: ...
-    async def write(self, data: bytes) -> None: ...
-    async def finish(self, data: bytes) -> None: ...
-    async def keep_alive(self) -> None: ...
-
-
-class _PlainStreamWriter:
-    """A streamed answer that is not SSE (NDJSON, a JSON array): no keep-alives fit in it."""
-
-    __slots__ = ("_content_type", "_extra", "_send", "started")
-
-    def __init__(self, send: Send, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:
-        self._send = send
-        self._content_type = content_type
-        self._extra = extra
-        self.started = False
-
-    async def start(self) -> None:
-        if not self.started:
-            self.started = True
-            headers = [(b"content-type", self._content_type), *self._extra]
-            await self._send({"type": "http.response.start", "status": 200, "headers": headers})
-
-    async def write(self, data: bytes) -> None:
-        await self.start()
-        await self._send({"type": "http.response.body", "body": data, "more_body": True})
-
-    async def finish(self, data: bytes) -> None:
-        await self._send({"type": "http.response.body", "body": data, "more_body": False})
-
-    async def keep_alive(self) -> None:
-        await asyncio.Event().wait()  # until cancelled
 
 
 def credential(vendor: Vendor, scope: Scope) -> bytes | None:
@@ -170,59 +138,27 @@ class NativeApi:
     async def handle(
         self, vendor: Vendor, prefix: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        started = time.perf_counter()
-        rid = request_id(scope)
-        extra = [(b"x-request-id", rid)]
-        model = provider = ""
-        status = 200
-        ticket: Ticket | None = None
-        rest: str | None = None
-        try:
+        call = Exchange(self._state, scope, send, prefix, functools.partial(error_response, vendor))
+        async with call:
             rest = remainder(scope, prefix)
+            call.path = prefix + rest
             method = scope.get("method")
             if method == "GET" and (vendor, rest.rstrip("/")) in LISTINGS:
                 identity = await self._authenticate(vendor, scope)
-                await respond(send, 200, self._listing(vendor, identity), JSON, extra)
+                await respond(send, 200, self._listing(vendor, identity), JSON, call.extra)
                 return
             if method != "POST":
                 raise MethodNotAllowed(f"method {method} not allowed; use POST")
             identity = await self._authenticate(vendor, scope)
             request = await self._read(vendor, rest, scope, receive)
-            model = request.model
+            call.model = request.model
             payload = request.payload()
             route = self._compatible(self._state.gateway.resolve(identity, payload), request)
             if request.metered:
-                ticket = await self._admit(identity, payload, rid, route, scope)
-                if ticket is not None:
-                    extra += ticket.headers()
-            status, provider = await self._answer(
-                request, route, payload, ticket=ticket, channel=(receive, send), extra=extra
-            )
-        except GatewayError as exc:
-            status, error, content_type = error_response(vendor, exc)
-            provider = getattr(exc, "provider", provider)
-            await respond(send, status, error, content_type, [*extra, *getattr(exc, "headers", ())])
-        except ClientDisconnected:
-            status = CLIENT_CLOSED
-        except asyncio.CancelledError:
-            status = CLIENT_CLOSED
-            raise
-        except Exception:
-            status = 500
-            raise
-        finally:
-            # every admitted request is settled and recorded once, however it ended
-            if ticket is not None and self._state.accounting is not None:
-                self._state.accounting.finish(ticket, status=status, provider=provider)
-            log.info(
-                "request",
-                request_id=rid.decode(),
-                path=prefix + (rest if rest is not None else ""),
-                model=model,
-                provider=provider,
-                status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
+                call.ticket = await call.admit(identity, payload, route, bypass=True)
+                if call.ticket is not None:
+                    call.extra += call.ticket.headers()
+            call.status, call.provider = await self._answer(request, route, payload, call, receive)
 
     async def _authenticate(self, vendor: Vendor, scope: Scope) -> Identity:
         return await self._state.authenticator.authenticate(credential(vendor, scope))
@@ -265,31 +201,20 @@ class NativeApi:
             return native.ollama_tags(aliases, now)
         return native.gemini_models(aliases)
 
-    async def _admit(
-        self, identity: Identity, payload: Payload, rid: bytes, route: Route, scope: Scope
-    ) -> Ticket | None:
-        accounting = self._state.accounting
-        if accounting is None:
-            return None
-        # a client may send one X-Request-Id with every retry: each call needs an id of its own
-        given = header(scope, b"x-request-id") == rid
-        unique = str(uuid_utils.uuid7()) if given else rid.decode()
-        return await accounting.admit(identity, payload, unique, route, bypass=True)
-
     async def _answer(
         self,
         request: NativeRequest,
         route: Route,
         payload: Payload,
-        *,
-        ticket: Ticket | None,
-        channel: tuple[Receive, Send],
-        extra: list[tuple[bytes, bytes]],
+        call: Exchange,
+        receive: Receive,
     ) -> tuple[int, str]:
         targets = self._state.gateway.router.targets(route)
+        ticket, send, extra = call.ticket, call.send, call.extra
         if request.stream:
+            channel = (receive, send)
             return await self._stream(request, targets, payload, channel, extra, ticket=ticket)
-        return await self._complete(request, targets, channel[1], extra, ticket=ticket)
+        return await self._complete(request, targets, send, extra, ticket=ticket)
 
     async def _complete(
         self,
@@ -310,30 +235,12 @@ class NativeApi:
                 raise UpstreamStatus(target.provider.name, status, body, content_type)
             return body, content_type
 
-        accounting = self._state.accounting if ticket is not None else None
-        try:
-            target, (body, content_type) = await first_success(request.model, targets, attempt)
-        except GatewayError as exc:
-            if accounting is not None and ticket is not None:
-                accounting.finish(
-                    ticket, status=exc.http_status, provider=getattr(exc, "provider", "")
-                )
-            raise
-        status = 200
-        try:
-            await respond(send, 200, body, content_type.encode() or JSON, extra)
-        except ClientDisconnected:
-            status = CLIENT_CLOSED  # the answer was paid for all the same
-            raise
-        finally:
-            if accounting is not None and ticket is not None:
-                accounting.finish(
-                    ticket,
-                    status=status,
-                    provider=target.provider.name,
-                    upstream_model=target.model,
-                    usage=native.answer_usage(request.vendor, body),
-                )
+        accounting = self._state.accounting
+        call = first_success(request.model, targets, attempt)
+        target, (body, content_type) = await first_answer(accounting, ticket, call)
+        usage = native.answer_usage(request.vendor, body) if ticket is not None else None
+        answer = (body, content_type.encode() or JSON, extra)
+        await deliver(send, answer, accounting, ticket, target, usage=usage)
         return 200, target.provider.name
 
     async def _stream(
@@ -346,25 +253,24 @@ class NativeApi:
         *,
         ticket: Ticket | None,
     ) -> tuple[int, str]:
-        """Open the upstream stream (failover happens here) and pump it to the client.
+        """Open the upstream stream (failover happens here) and relay it to the client.
 
-        As on the universal route: until the first byte is written a failure is an error
-        answer; after it, the stream ends with the vendor's error event. A client that goes
-        away cancels the upstream request at once. The request is settled on the usage seen.
+        As on the universal route (`exchange.relay`): until the first byte is written a failure
+        is an error answer; after it, the stream ends with the vendor's error event. A client
+        that goes away cancels the upstream request at once. The request is settled on the
+        usage seen.
         """
         receive, send = channel
         framing = request.framing
-        writer: _Writer
+        writer: StreamWriter
         if framing is native.Framing.SSE:
             writer = SseWriter(send, self._state.keepalive_interval, extra)
         else:
-            writer = _PlainStreamWriter(send, native.CONTENT_TYPES[framing], extra)
+            writer = PlainStreamWriter(send, native.CONTENT_TYPES[framing], extra)
         meter = native.meter(request)
-        status, provider, model = 200, "", ""
-        failure: GatewayError | None = None
-        gone = False
-        async with contextlib.AsyncExitStack() as stack:
+        error = native.stream_error(request.vendor, framing)
 
+        async def open_stream(stack: AsyncExitStack) -> tuple[Target, AsyncIterator[bytes]]:
             async def attempt(target: Target) -> AsyncIterator[bytes]:
                 plan = native.plan(target.provider, request, target.model)
                 opening = plan.transport.post_stream(plan.path, plan.body, plan.headers)
@@ -377,80 +283,37 @@ class NativeApi:
                     raise UpstreamStatus(exc.provider, exc.upstream_status, body, kind) from exc
                 return native.client_frames(pieces, plan.framing)
 
-            try:
-                async with asyncio.TaskGroup() as tasks:
-                    watcher = tasks.create_task(wait_for_disconnect(receive), name="sse-disconnect")
-                    ticker = tasks.create_task(writer.keep_alive(), name="sse-keepalive")
-                    try:
-                        target, frames = await first_success(request.model, targets, attempt)
-                        provider, model = target.provider.name, target.model
-                        await writer.start()
-                        status = await _pump(frames, writer, meter, request)
-                        await writer.finish(b"")
-                    except GatewayError as exc:
-                        failure = exc
-                    finally:
-                        watcher.cancel()
-                        ticker.cancel()
-            except* ClientDisconnected:
-                gone = True
-        final = CLIENT_CLOSED if gone else failure.http_status if failure is not None else status
-        self._settle(ticket, meter, payload, provider=provider, model=model, status=final)
-        if gone:
-            return CLIENT_CLOSED, provider
-        if failure is not None:
-            if not writer.started:
-                raise failure
-            await writer.write(native.stream_error(request.vendor, framing))
-            await writer.finish(b"")
-            return failure.http_status, getattr(failure, "provider", provider)
-        return status, provider
+            return await first_success(request.model, targets, attempt)
 
-    def _settle(
-        self,
-        ticket: Ticket | None,
-        meter: NativeMeter,
-        payload: Payload,
-        *,
-        provider: str,
-        model: str,
-        status: int,
-    ) -> None:
-        """Settle on the usage the stream reported, or on what it showed; unopened cost 0."""
-        accounting = self._state.accounting
-        if ticket is None or accounting is None:
-            return
-        if not model:  # no upstream stream opened: the failure was the answer
-            accounting.finish(ticket, status=status, provider=provider)
-            return
-        first = meter.first_at
-        accounting.finish(
-            ticket,
-            status=status,
-            provider=provider,
-            upstream_model=model,
-            usage=meter.used(payload.input_tokens),
-            estimated=meter.usage is None,
-            ttft_ms=None if first is None else int((first - ticket.started) * 1000),
+        async def check_end(target: Target, status: int) -> int:
+            return await _ended_well(status, writer, meter, request, error)
+
+        return await relay(
+            writer,
+            receive,
+            open_stream,
+            meter,
+            accounting=self._state.accounting,
+            ticket=ticket,
+            input_tokens=payload.input_tokens,
+            broken=error,
+            error_frame=lambda _failure: error,
+            end=b"",
+            after=check_end,
         )
 
 
-async def _pump(
-    frames: AsyncIterator[bytes], writer: _Writer, meter: NativeMeter, request: NativeRequest
+async def _ended_well(
+    status: int, writer: StreamWriter, meter: NativeMeter, request: NativeRequest, error: bytes
 ) -> int:
-    """Forward frames as they arrive; end a broken stream with the vendor's error event."""
-    try:
-        async for run in frames:
-            forward = meter.see(run)
-            if forward:
-                await writer.write(forward)
-    except StreamBroken as exc:
-        log.warning("upstream stream broke", error=str(exc))
-        await writer.write(native.stream_error(request.vendor, request.framing))
-        return 502
-    if meter.complete:
-        return 200
-    if not meter.failed:  # ended without the vendor's last event: broken as well
+    """The status of a stream that was not broken: 200 only if the vendor's last event came.
+
+    A stream that ends without it is broken as well, and gets the vendor's error event, unless
+    the upstream sent its own error event (the client has that already).
+    """
+    if status != 200 or meter.complete:
+        return status
+    if not meter.failed:
         log.warning("upstream stream ended early", vendor=request.vendor.value)
-        await writer.write(native.stream_error(request.vendor, request.framing))
+        await writer.write(error)
     return 502

@@ -7,16 +7,10 @@ each handler decodes, calls `Gateway`, and writes the answer itself.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import re
+import functools
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
 
 import msgspec
-import structlog
-import uuid_utils
 from litestar import asgi
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
@@ -32,36 +26,29 @@ from app.domain import (
     Operation,
     Payload,
     Permission,
-    StreamBroken,
     Usage,
 )
 from app.limits.limiter import period_days
 from app.metering import StreamMeter
 from app.pricing import NANO_PER_USD
 from app.providers.sse import DONE_FRAME, ERROR_FRAME
-from app.routing.router import Route
-from app.server.asgi import ClientDisconnected, header, read_body, respond, wait_for_disconnect
+from app.routing.router import Route, Target
+from app.server.asgi import header, read_body, respond
 from app.server.errors import JSON, render, stream_error_frame
+from app.server.exchange import (
+    After,
+    Exchange,
+    deliver,
+    first_answer,
+    relay,
+    request_id,
+)
+from app.server.exchange import Handler as Handler  # noqa: PLC0414 - the factory imports it here
 from app.server.requests import decode_payload
 from app.server.sse import SSE_EXTRA, SseWriter
 from app.server.state import WorkerState
 
-log = structlog.get_logger("gandalf.request")
-
 _encode = msgspec.json.encode
-_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
-CLIENT_CLOSED = 499
-"""Status logged for a request whose client went away (nginx's convention)."""
-
-Handler = Callable[[Scope, Receive, Send], Coroutine[Any, Any, None]]
-
-
-def request_id(scope: Scope) -> bytes:
-    """The client's `X-Request-Id` when it is a sane token, else a new UUIDv7."""
-    given = header(scope, b"x-request-id")
-    if given is not None and _VALID_REQUEST_ID.fullmatch(given):
-        return given
-    return str(uuid_utils.uuid7()).encode()
 
 
 class OpenAIApi:
@@ -107,58 +94,29 @@ class OpenAIApi:
     async def handle(
         self, operation: Operation, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        started = time.perf_counter()
-        rid = request_id(scope)
-        extra = [(b"x-request-id", rid)]
-        model = provider = ""
-        status = 200
-        ticket: Ticket | None = None
-        try:
+        state = self._state
+        call = Exchange(state, scope, send, scope["path"], render)
+        async with call:
             method = scope.get("method")
             if method != "POST":
                 raise MethodNotAllowed(f"method {method} not allowed; use POST")
-            state = self._state
             identity = await state.authenticator.authenticate(header(scope, b"authorization"))
             body = await read_body(scope, receive, state.max_body_bytes)
             payload = decode_payload(operation, body)
-            model = payload.model
+            call.model = payload.model
             route = state.gateway.resolve(identity, payload)
-            ticket = await self._admit(identity, payload, rid, route, scope)
-            meta = self._metadata(scope, rid, started)
-            status, provider = await self._answer(
+            no_cache = header(scope, b"cache-control")
+            bypass = no_cache is not None and b"no-cache" in no_cache.lower()
+            call.ticket = await call.admit(identity, payload, route, bypass=bypass)
+            meta = self._metadata(scope, call.rid, call.started)
+            call.status, call.provider = await self._answer(
                 operation,
                 route,
                 payload,
-                ticket=ticket,
+                ticket=call.ticket,
                 channel=(receive, send),
-                extra=extra,
+                extra=call.extra,
                 meta=meta,
-            )
-        except GatewayError as exc:
-            status, error, content_type = render(exc)
-            provider = getattr(exc, "provider", provider)
-            await respond(send, status, error, content_type, [*extra, *getattr(exc, "headers", ())])
-        except ClientDisconnected:
-            status = CLIENT_CLOSED
-        except asyncio.CancelledError:
-            status = CLIENT_CLOSED
-            raise
-        except Exception:
-            status = 500
-            raise
-        finally:
-            # every admitted request is settled and recorded, whichever way it ended (the
-            # paths that know more have finished it already; this is then a no-op)
-            if ticket is not None and self._state.accounting is not None:
-                self._state.accounting.finish(ticket, status=status, provider=provider)
-            log.info(
-                "request",
-                request_id=rid.decode(),
-                path=scope["path"],
-                model=model,
-                provider=provider,
-                status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
 
     async def _answer(
@@ -196,20 +154,6 @@ class OpenAIApi:
             )
         return await self._complete(route, payload, send, extra, ticket=ticket, meta=meta)
 
-    async def _admit(
-        self, identity: Identity, payload: Payload, rid: bytes, route: Route, scope: Scope
-    ) -> Ticket | None:
-        accounting = self._state.accounting
-        if accounting is None:
-            return None
-        no_cache = header(scope, b"cache-control")
-        bypass = no_cache is not None and b"no-cache" in no_cache.lower()
-        # Usage and reservations need an id no other request has: a client may send the same
-        # X-Request-Id with every retry, and each retry is a call of its own.
-        given = header(scope, b"x-request-id") == rid
-        unique = str(uuid_utils.uuid7()) if given else rid.decode()
-        return await accounting.admit(identity, payload, unique, route, bypass=bypass)
-
     async def _complete(
         self,
         route: Route,
@@ -220,35 +164,15 @@ class OpenAIApi:
         ticket: Ticket | None,
         meta: Metadata | None,
     ) -> tuple[int, str]:
-        accounting = self._state.accounting if ticket is not None else None
-        try:
-            target, reply = await self._state.gateway.complete(route, payload)
-        except GatewayError as exc:
-            if accounting is not None and ticket is not None:
-                accounting.finish(
-                    ticket, status=exc.http_status, provider=getattr(exc, "provider", "")
-                )
-            raise
-        status = 200
+        accounting = self._state.accounting
+        call = self._state.gateway.complete(route, payload)
+        target, reply = await first_answer(accounting, ticket, call)
         body = reply.body
         if meta is not None:
             cost = self._cost(ticket, target.model, reply.usage)
             body = meta.attach(body, False, provider=target.provider.name, cost_nano=cost)
-        try:
-            await respond(send, 200, body, JSON, extra)
-        except ClientDisconnected:
-            status = CLIENT_CLOSED  # the answer was paid for all the same
-            raise
-        finally:
-            if accounting is not None and ticket is not None:
-                accounting.finish(
-                    ticket,
-                    status=status,
-                    provider=target.provider.name,
-                    upstream_model=target.model,
-                    usage=reply.usage,
-                    store=reply.body if status == 200 else None,
-                )
+        answer = (body, JSON, extra)
+        await deliver(send, answer, accounting, ticket, target, usage=reply.usage, store=reply.body)
         return 200, target.provider.name
 
     async def _stream(
@@ -276,79 +200,39 @@ class OpenAIApi:
             strip_usage="stream_options" not in payload.fields,
             assemble=ticket is not None and ticket.cacheable,
         )
-        status, provider, model = 200, "", ""
-        failure: GatewayError | None = None
-        gone = False
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                async with asyncio.TaskGroup() as tasks:
-                    watcher = tasks.create_task(wait_for_disconnect(receive), name="sse-disconnect")
-                    ticker = tasks.create_task(writer.keep_alive(), name="sse-keepalive")
-                    try:
-                        target, events = await self._state.gateway.open_stream(
-                            route, payload, stack
-                        )
-                        provider, model = target.provider.name, target.model
-                        await writer.start()
-                        status = await _pump(events, writer, meter)
-                        if meta is not None:
-                            used = meter.used(payload.input_tokens) if status == 200 else None
-                            cost = self._cost(ticket, model, used)
-                            await writer.write(meta.comment(provider, cost))
-                        await writer.finish(DONE_FRAME)
-                    except GatewayError as exc:
-                        failure = exc
-                    finally:
-                        watcher.cancel()
-                        ticker.cancel()
-            except* ClientDisconnected:
-                gone = True
-        if gone:
-            final = CLIENT_CLOSED
-        elif failure is not None:
-            final = failure.http_status
-        else:
-            final = status
-        self._settle_stream(ticket, meter, payload, provider=provider, model=model, status=final)
-        if gone:
-            return CLIENT_CLOSED, provider
-        if failure is not None:
-            if not writer.started:
-                raise failure
-            await writer.write(stream_error_frame(failure))
-            await writer.finish(DONE_FRAME)
-            return failure.http_status, getattr(failure, "provider", provider)
-        return status, provider
-
-    def _settle_stream(
-        self,
-        ticket: Ticket | None,
-        meter: StreamMeter,
-        payload: Payload,
-        *,
-        provider: str,
-        model: str,
-        status: int,
-    ) -> None:
-        """Settle on the usage chunk, or on the chunks sent; a stream never opened cost 0."""
-        accounting = self._state.accounting
-        if ticket is None or accounting is None:
-            return
-        if not model:  # no upstream stream opened: the failure was the answer
-            accounting.finish(ticket, status=status, provider=provider)
-            return
-        usage = meter.used(payload.input_tokens)
-        complete = status == 200
-        accounting.finish(
-            ticket,
-            status=status,
-            provider=provider,
-            upstream_model=model,
-            usage=usage,
-            estimated=meter.usage is None,
-            ttft_ms=meter.ttft_ms(ticket.started),
-            store=meter.assembler.body() if meter.assembler is not None and complete else None,
+        after = None if meta is None else self._commented(meta, meter, writer, payload, ticket)
+        return await relay(
+            writer,
+            receive,
+            functools.partial(self._state.gateway.open_stream, route, payload),
+            meter,
+            accounting=self._state.accounting,
+            ticket=ticket,
+            input_tokens=payload.input_tokens,
+            assembler=meter.assembler,
+            broken=ERROR_FRAME,
+            error_frame=stream_error_frame,
+            end=DONE_FRAME,
+            after=after,
         )
+
+    def _commented(
+        self,
+        meta: Metadata,
+        meter: StreamMeter,
+        writer: SseWriter,
+        payload: Payload,
+        ticket: Ticket | None,
+    ) -> After:
+        """What ends a stream with the `x_gateway` comment (its cost is known only then)."""
+
+        async def comment(target: Target, status: int) -> int:
+            used = meter.used(payload.input_tokens) if status == 200 else None
+            cost = self._cost(ticket, target.model, used)
+            await writer.write(meta.comment(target.provider.name, cost))
+            return status
+
+        return comment
 
     def _metadata(self, scope: Scope, rid: bytes, started: float) -> Metadata | None:
         """The `x_gateway` builder when the config or the request asks for it, else None."""
@@ -502,17 +386,3 @@ def _wants_usage(payload: Payload) -> bool:
         return _decode_stream_options(options).include_usage
     except msgspec.DecodeError:
         return False
-
-
-async def _pump(events: AsyncIterator[bytes], writer: SseWriter, meter: StreamMeter) -> int:
-    """Forward events as they arrive; return the status to log."""
-    try:
-        async for frames in events:
-            forward = meter.see(frames)
-            if forward:
-                await writer.write(forward)
-    except StreamBroken as exc:
-        log.warning("upstream stream broke", error=str(exc))
-        await writer.write(ERROR_FRAME)
-        return 502
-    return 200
