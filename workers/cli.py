@@ -19,6 +19,7 @@ import structlog
 
 from app.config import (
     CONFIG_ENV_VAR,
+    SERVER_PID_ENV_VAR,
     Config,
     ConfigError,
     load_config,
@@ -61,6 +62,9 @@ def serve(path: str | None) -> int:
         from workers.lifetime import stop_when_orphaned  # noqa: PLC0415
 
         stop_when_orphaned(supervisor)
+    # Granian can respawn a worker while it shuts down; that worker outlives it, orphaned,
+    # unless it knows whose child it must be (app/server/state.py watches for this)
+    os.environ[SERVER_PID_ENV_VAR] = str(os.getpid())
     server = config.server
     log.info(
         "starting data plane",

@@ -15,10 +15,12 @@ from app.config.environment import (
     CONFIG_ENV_VAR,
     CONTROL_URL_ENV_VAR,
     REDIS_URL_ENV_VAR,
+    SERVER_PID_ENV_VAR,
     SUPERVISOR_PID_ENV_VAR,
     admin_key_from_environment,
     process_environment,
     secret_from_environment,
+    server_pid_from_environment,
     set_worker_environment,
     supervisor_pid_from_environment,
 )
@@ -61,6 +63,7 @@ __all__ = [
     "KEY_PREFIX",
     "PROVIDER_TYPES",
     "REDIS_URL_ENV_VAR",
+    "SERVER_PID_ENV_VAR",
     "SUPERVISOR_PID_ENV_VAR",
     "AuthConfig",
     "CacheConfig",
@@ -93,6 +96,7 @@ __all__ = [
     "parse_duration",
     "process_environment",
     "secret_from_environment",
+    "server_pid_from_environment",
     "set_worker_environment",
     "supervisor_pid_from_environment",
 ]

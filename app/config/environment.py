@@ -10,6 +10,8 @@ REDIS_URL_ENV_VAR = "GANDALF_REDIS_URL"
 CONTROL_URL_ENV_VAR = "GANDALF_CONTROL_URL"
 ADMIN_KEY_ENV_VAR = "GANDALF_ADMIN_KEY"
 SUPERVISOR_PID_ENV_VAR = "GANDALF_SUPERVISOR_PID"
+SERVER_PID_ENV_VAR = "GANDALF_SERVER_PID"
+"""Set by `gandalf serve` for its Granian workers: the process that must be their parent."""
 
 
 def secret_from_environment(name: str) -> str:
@@ -42,4 +44,10 @@ def process_environment() -> dict[str, str]:
 def supervisor_pid_from_environment() -> int | None:
     """The supervisor that started this data plane, if one did."""
     value = os.environ.get(SUPERVISOR_PID_ENV_VAR, "")
+    return int(value) if value.isdigit() else None
+
+
+def server_pid_from_environment() -> int | None:
+    """The `gandalf serve` process this worker belongs to, if it was started by one."""
+    value = os.environ.get(SERVER_PID_ENV_VAR, "")
     return int(value) if value.isdigit() else None

@@ -13,7 +13,7 @@ import structlog
 from litestar import Litestar
 
 from app.accounting import Accounting
-from app.config import Config, secret_from_environment
+from app.config import Config, secret_from_environment, server_pid_from_environment
 from app.domain import ConfigSnapshot, Provider, ProviderSettings, ServiceUnavailable
 from app.keyspace import Keyspace
 from app.pipeline import Gateway
@@ -22,6 +22,7 @@ from app.resp import RespClient
 from app.routing.router import Router, build_routes, route_specs
 from app.server.auth import Authenticator, StaticKeys, identities_from_config
 from app.server.control import ControlLink, KeyCache
+from app.server.lifetime import exit_when_orphaned
 from app.server.model_list import ModelList
 from app.snapshot import provider_settings, snapshot_from_config
 
@@ -125,6 +126,9 @@ class WorkerState:
         configuration come from what the control plane publishes, and a background task
         follows its announcements.
         """
+        server = server_pid_from_environment()
+        if server is not None:
+            exit_when_orphaned(server)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self._close_providers)
             if not self.config.redis.url:

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.fakes.upstreams.harness import FakeUpstream
+from tests.integration.conftest import base_config
 from tests.integration.harness import TEST_KEY, Gateway
 
 pytestmark = pytest.mark.e2e
@@ -380,14 +381,40 @@ def test_runs_several_workers_and_survives_a_killed_one(
 ) -> None:
     workers = _workers(gateway)
     assert len(workers) == 2
+    started = gateway.logs().count("] Started worker-")
     os.kill(min(workers), signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        current = _workers(gateway)
-        if len(current) == 2 and min(workers) not in current:
-            break
+    # the respawned worker has started (a worker signalled while starting would linger)
+    while gateway.logs().count("] Started worker-") == started:
+        assert time.monotonic() < deadline, "no worker was respawned"
         time.sleep(0.1)
-    assert len(_workers(gateway)) == 2
+    current = _workers(gateway)
+    assert len(current) == 2 and min(workers) not in current
     gateway.wait_ready()
     for _ in range(10):
         assert client.chat.completions.create(model="chat", messages=MESSAGES).choices  # type: ignore[arg-type]
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"  # a zombie has exited
+
+
+def test_workers_stop_when_the_server_process_is_killed(
+    upstream: FakeUpstream, tmp_path: pathlib.Path
+) -> None:
+    """No worker serves on, orphaned, after `gandalf serve` itself died (kill -9)."""
+    with Gateway(base_config(upstream), tmp_path) as gw:
+        workers = _workers(gw)
+        assert gw.process is not None
+        gw.process.kill()
+        gw.process.wait()
+        deadline = time.monotonic() + 20
+        while any(_running(pid) for pid in workers):
+            assert time.monotonic() < deadline, [pid for pid in workers if _running(pid)]
+            time.sleep(0.1)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{gw.base}/healthz", timeout=1)
