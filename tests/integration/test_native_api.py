@@ -187,8 +187,32 @@ def _error(exc: anthropic.APIStatusError) -> dict[str, Any]:
     return body
 
 
-def _anthropic(gateway: Gateway, key: str = TEST_KEY) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.base, api_key=key, max_retries=0)
+_OPEN: list[anthropic.Anthropic | openai.AzureOpenAI] = []
+"""SDK clients made here, closed when the module ends (each holds a connection pool)."""
+
+
+class Anthropic(anthropic.Anthropic):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        _OPEN.append(self)
+
+
+class AzureOpenAI(openai.AzureOpenAI):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        _OPEN.append(self)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_clients() -> Iterator[None]:
+    yield
+    for client in _OPEN:
+        client.close()
+    _OPEN.clear()
+
+
+def _anthropic(gateway: Gateway, key: str = TEST_KEY) -> Anthropic:
+    return Anthropic(base_url=gateway.base, api_key=key, max_retries=0)
 
 
 def _rows(gateway: Gateway, expected: int, **filters: str) -> list[dict[str, Any]]:
@@ -255,10 +279,10 @@ def test_the_key_as_a_bearer_token_or_x_api_key(
 ) -> None:
     """This SDK sends `api_key` as a bearer token too; `x-api-key` wins over a stray bearer."""
     if how == "auth_token":
-        client = anthropic.Anthropic(base_url=gateway.base, auth_token=TEST_KEY, max_retries=0)
+        client = Anthropic(base_url=gateway.base, auth_token=TEST_KEY, max_retries=0)
     else:
         value = TEST_KEY if how == "x-api-key" else f"Bearer {TEST_KEY}"
-        client = anthropic.Anthropic(
+        client = Anthropic(
             base_url=gateway.base,
             api_key="not-the-key",
             default_headers={how: value},
@@ -437,7 +461,7 @@ def test_gemini_generate_and_stream(gateway: Gateway, gemini: FakeUpstream) -> N
 
 
 def test_azure_deployments_through_the_openai_sdk(gateway: Gateway, azure: FakeUpstream) -> None:
-    client = openai.AzureOpenAI(
+    client = AzureOpenAI(
         api_key=TEST_KEY, azure_endpoint=gateway.base, api_version=AZURE_VERSION, max_retries=0
     )
     messages: Any = [{"role": "user", "content": "Say hello"}]
@@ -522,7 +546,7 @@ def _call_gemini(gateway: Gateway, alias: str, stream: bool) -> None:
 
 
 def _call_azure(gateway: Gateway, alias: str, stream: bool) -> None:
-    client = openai.AzureOpenAI(
+    client = AzureOpenAI(
         api_key=OTHER_KEY, azure_endpoint=gateway.base, api_version=AZURE_VERSION, max_retries=0
     )
     messages: Any = [
@@ -610,7 +634,7 @@ def test_a_bad_key_is_refused_in_each_vendor_shape(
         "error": {"code": 401, "message": "unauthorized", "status": "UNAUTHENTICATED"}
     }
     with pytest.raises(openai.AuthenticationError):
-        openai.AzureOpenAI(
+        AzureOpenAI(
             api_key=bad, azure_endpoint=gateway.base, api_version=AZURE_VERSION, max_retries=0
         ).chat.completions.create(model="gpt-azure", messages=HELLO)
     ollama = httpx.post(f"{gateway.base}/api/chat", json={"model": "llama", "messages": HELLO})
@@ -633,7 +657,7 @@ def test_an_unknown_model_is_a_404(gateway: Gateway) -> None:
     )
     assert (gemini.status_code, gemini.json()["error"]["status"]) == (404, "NOT_FOUND")
     with pytest.raises(openai.NotFoundError):
-        openai.AzureOpenAI(
+        AzureOpenAI(
             api_key=TEST_KEY, azure_endpoint=gateway.base, api_version=AZURE_VERSION, max_retries=0
         ).chat.completions.create(model="nope", messages=HELLO)
     # a model routed only to providers of another wire format is unknown here too
