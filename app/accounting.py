@@ -1,12 +1,15 @@
-"""Limits, budgets and the response cache around one request: two Redis round trips.
+"""Limits, budgets, the response cache and usage around one request: two Redis round trips.
 
-Before the upstream call, `admit` runs one pipeline: the admission script (RPM token, TPM
-estimate, budget reservation, all or nothing, on Redis's clock) and, for a cacheable request,
-the cache lookup. After the answer, `settle` queues the settlement script (TPM refund or extra
-charge, reservation released, real cost added to the spend counter) and, for a cacheable
-answer, the cache store; a background task sends the settlements of all requests that
-finished within 2 ms in one pipeline. Both scripts keep their keys in one hash slot, so they run
-unchanged on Redis Cluster.
+Before the upstream call, `admit` runs one pipeline: the request's intent (written into this
+worker's hash of requests in flight, see `domain.UsageIntent`), the admission script (RPM
+token, TPM estimate, budget reservation, all or nothing, on Redis's clock) and, for a cacheable
+request, the cache lookup. After the answer, `settle` queues the settlement script (TPM refund
+or extra charge, reservation released, real cost added to the spend counter), for a cacheable
+answer the cache store, the usage event, and the intent's deletion; a background task sends
+the settlements of all requests that finished within 2 ms in one pipeline. Both scripts keep
+their keys in one hash slot, so they run unchanged on Redis Cluster. Another task keeps the
+worker's heartbeat alive, by which the recorder tells a worker that died with requests in
+flight.
 
 When Redis cannot be reached, `rate_limits.redis_failure` decides: `fail_open` serves without
 limits or cache (and logs), `fail_closed` answers 503. Nothing needs resetting when Redis
@@ -44,7 +47,6 @@ from app.routing.router import Route
 
 log = structlog.get_logger("gandalf.accounting")
 _encode_event = msgspec.json.Encoder().encode
-_encode_intent = _encode_event
 HEARTBEAT_EVERY = 1.0
 """Seconds between two refreshes of the worker's heartbeat key."""
 HEARTBEAT_TTL = 10.0
@@ -162,7 +164,7 @@ class Accounting:
     async def admit(
         self, identity: Identity, payload: Payload, request_id: str, route: Route, *, bypass: bool
     ) -> Ticket:
-        """Take from the key's limits and look in the cache, in one round trip.
+        """Write the intent, take from the key's limits and look in the cache: one round trip.
 
         Raises:
             RateLimited: requests or tokens per minute are used up (429 with headers).
@@ -233,7 +235,7 @@ class Accounting:
 
     def _intent(self, ticket: Ticket, output: int, estimate: int) -> bytes:
         identity = ticket.identity
-        return _encode_intent(
+        return _encode_event(
             UsageIntent(
                 request_id=ticket.request_id,
                 key_id=identity.key_id,
@@ -256,7 +258,6 @@ class Accounting:
     ) -> None:
         # the intent first: a worker killed once the upstream has the request still leaves it
         # (in this worker's hash of requests in flight; the settlement deletes it)
-        # in the stream (see `domain.UsageIntent`)
         pipe.execute_command("HSET", self._intents, ticket.request_id, intent)
         if limited:
             self._limiter.queue_admit(

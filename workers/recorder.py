@@ -420,11 +420,13 @@ class Recorder:
 
     def _to_intent(self, raw: bytes) -> UsageIntent | None:
         try:
-            return _decode_intent(raw)
-        except msgspec.DecodeError as exc:
+            intent = _decode_intent(raw)
+            _orphan_record(intent)  # values a row can hold, or it would fail every sweep
+        except (msgspec.DecodeError, ValueError) as exc:
             self.stats.malformed += 1
             log.warning("malformed usage intent dropped", error=str(exc), intent=raw[:300])
             return None
+        return intent
 
     def _to_record(self, entry: Entry) -> UsageRecord | None:
         entry_id, fields = entry
@@ -444,8 +446,6 @@ class Recorder:
             return None
 
     async def _acknowledge(self, ids: list[bytes]) -> None:
-        if not ids:  # a batch of intents only: they stay pending
-            return
         async with self._client.pipeline(transaction=True) as pipe:
             _ = pipe.xack(self._stream, self._group, *ids)
             _ = pipe.xdel(self._stream, *ids)

@@ -147,3 +147,20 @@ async def test_an_intent_whose_event_was_stored_is_only_dropped(
     assert await redis_client.get(KS.spend("k1", PERIOD)) is None  # the worker charged it
     total = db.read_sync(lambda conn: count(conn, "SELECT COUNT(*) FROM usage_records"))
     assert total == 1
+
+
+async def test_a_malformed_intent_is_dropped_and_the_others_recorded(
+    recorder: Recorder, redis_client: aioredis.Redis, db: Database
+) -> None:
+    await _in_flight(redis_client, _intent("good", worker="dead"))
+    await redis_client.hset(KS.intents("dead"), "bad", b'{"request_id": 7}')
+    await redis_client.hset(
+        KS.intents("dead"), "negative", msgspec.json.encode(_intent("negative", cost_nano=-1))
+    )
+
+    async def forgotten() -> bool:
+        return not await redis_client.sismember(KS.workers, "dead")
+
+    await _until(forgotten)
+    assert [row[0] for row in _rows(db)] == ["good"]
+    assert recorder.stats.malformed == 2
