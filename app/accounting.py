@@ -42,7 +42,7 @@ from app.domain import (
 from app.keyspace import Keyspace
 from app.limits.limiter import Admission, Client, Limiter, Limits, spend_period, spend_ttl
 from app.pricing import NANO_PER_USD, PriceTable
-from app.resp import REDIS_ERRORS
+from app.resp import REDIS_ERRORS, NotSent
 from app.routing.router import Route
 
 log = structlog.get_logger("gandalf.accounting")
@@ -54,6 +54,10 @@ HEARTBEAT_TTL = 10.0
 
 SETTLE_DELAY = 0.002
 """Seconds a settlement waits for others to share its round trip."""
+RETRY_DELAY = 1.0
+"""Seconds before settlements Redis did not take are sent again."""
+MAX_PENDING = 100_000
+"""Settlements kept for a Redis that does not answer (about 50 MB); the oldest go first."""
 _DEGRADED_LOG_EVERY = 10.0
 """Seconds between two warnings about serving without Redis (one per request would flood)."""
 
@@ -105,6 +109,10 @@ class Ticket:
         return self.cache_key is not None
 
 
+_Settlement = tuple[Ticket, int, int, bytes | None, UsageEvent | None]
+"""A finished request as queued: ticket, real tokens, cost nano-USD, answer to cache, event."""
+
+
 class Spend(NamedTuple):
     period: str
     """The spend period's name (`m:2026-11`, …, `total`)."""
@@ -134,7 +142,7 @@ class Accounting:
         self._cache_ttl = int(cache.default_ttl)
         self.max_entry_bytes = cache.max_entry_bytes
         self._last_warning = 0.0
-        self._settlements: list[tuple[Ticket, int, int, bytes | None, UsageEvent | None]] = []
+        self._settlements: list[_Settlement] = []
         self._period_day = -1
         self._periods: dict[str, str] = {}
         self._wake = asyncio.Event()
@@ -142,6 +150,8 @@ class Accounting:
         """The settlement task has ended: later settlements are sent one batch at a time."""
         self._late: set[asyncio.Task[None]] = set()
         self._cancels: list[str] = []
+        self.retrying = False
+        """The last flush did not reach Redis: its settlements wait to be sent again."""
         self.worker_id = uuid.uuid4().hex
         """Names this worker's heartbeat and its hash of intents."""
         self._intents = keyspace.intents(self.worker_id)
@@ -426,6 +436,9 @@ class Accounting:
                     await self.flush()
                 except Exception:  # the task boundary: a bad batch must not stop the next ones
                     log.exception("settlements not sent")
+                if self.retrying:  # Redis did not take them: again a little later
+                    await asyncio.sleep(RETRY_DELAY)
+                    self._wake.set()
         finally:
             self._closed = True
             await self.flush()
@@ -472,10 +485,33 @@ class Accounting:
             results = await self._run(queue)
         except REDIS_ERRORS as exc:
             self._degraded(exc)
+            self._keep(batch, cancels, sent=not isinstance(exc, NotSent))
             return
+        self.retrying = False
         for result in results:
             if isinstance(result, BaseException):
                 log.warning("settlement refused by redis", error=str(result))
+
+    def _keep(self, batch: list[_Settlement], cancels: list[str], *, sent: bool) -> None:
+        """Queue a batch Redis did not take again, ahead of newer ones, up to `MAX_PENDING`.
+
+        A batch never sent (`NotSent`) goes again whole. One that was sent may have run: its
+        scripts and cache stores are not sent twice (a cost would count twice), but its usage
+        events and intent deletions are (the recorder skips a request id it has stored), so no
+        request goes missing from usage.
+        """
+        if sent:
+            batch = [(ticket, 0, 0, None, event) for ticket, _, _, _, event in batch if event]
+            for ticket, *_ in batch:
+                ticket.admission = None  # its settlement script is not run again
+        self.retrying = True
+        self._settlements[:0] = batch
+        self._cancels[:0] = cancels
+        excess = len(self._settlements) - MAX_PENDING
+        if excess > 0:
+            del self._settlements[:excess]
+            log.error("redis unreachable for long: oldest settlements dropped", dropped=excess)
+        del self._cancels[: max(0, len(self._cancels) - MAX_PENDING)]
 
     async def _run(self, queue: Any) -> list[Any]:
         return await self._limiter.run(self._client, queue)

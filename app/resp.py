@@ -30,6 +30,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 REDIS_ERRORS = (RedisError, OSError)
 """What talking to Redis can raise (unreachable, timed out, refused), with either client."""
+
+
+class NotSent(RedisConnectionError):
+    """No connection to Redis: the commands were never sent, so sending them again is safe."""
+
+
 RECONNECT_PAUSE = 0.5
 """Seconds after a failed connect during which calls fail at once instead of reconnecting."""
 
@@ -177,7 +183,7 @@ class RespClient:
 
     async def _connect(self) -> _Protocol:
         if time.monotonic() - self._failed_at < RECONNECT_PAUSE:
-            raise RedisConnectionError("redis is unreachable (retrying shortly)")
+            raise NotSent("redis is unreachable (retrying shortly)")
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
@@ -187,7 +193,7 @@ class RespClient:
                 protocol = await asyncio.wait_for(self._open(), self._timeout)
             except (OSError, TimeoutError, RedisConnectionError) as exc:
                 self._failed_at = time.monotonic()
-                raise RedisConnectionError(f"cannot connect to redis: {exc}") from exc
+                raise NotSent(f"cannot connect to redis: {exc}") from exc
             self._protocol = protocol
             return protocol
 

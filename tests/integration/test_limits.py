@@ -278,6 +278,7 @@ def test_fail_open_serves_without_limits_while_redis_is_down(
     with separate_planes(upstream, tmp_path, change=_policy("fail_open")) as (redis, _, (data,)):
         for _ in range(8):  # every worker knows the key (and 8 of its 20 are used)
             assert _status(data, POLICY_KEY).status_code == 200
+        _wait_for_rows(data, 8)  # in SQLite before Redis (and its stream) goes
         redis.stop()
         assert {_status(data, POLICY_KEY).status_code for _ in range(25)} == {200}
         redis.start()
@@ -287,6 +288,21 @@ def test_fail_open_serves_without_limits_while_redis_is_down(
             assert time.monotonic() < deadline, statuses
             statuses.append(_status(data, POLICY_KEY).status_code)
         assert statuses.count(200) >= 20 - 2  # a request or two may have hit Redis starting
+        # what was served while Redis was down was kept and recorded once it returned
+        _wait_for_rows(data, 8 + 25 + statuses.count(200))
+
+
+def _wait_for_rows(gateway: Gateway, rows: int) -> None:
+    deadline = time.monotonic() + 15
+    while (total := _usage_rows(gateway)) != rows:
+        assert total < rows, f"{total} usage rows, {rows} requests served"
+        assert time.monotonic() < deadline, f"{total} usage rows, {rows} requests served"
+        time.sleep(0.1)
+
+
+def _usage_rows(gateway: Gateway) -> int:
+    page = admin_call(gateway, "GET", "/usage?limit=1").json()
+    return int(page["pagination"]["total"])
 
 
 def test_fail_closed_refuses_while_redis_is_down(upstream: FakeUpstream, tmp_path: Any) -> None:

@@ -284,3 +284,23 @@ async def test_a_ticket_is_finished_once(accounting: Accounting, server: Embedde
     await accounting.flush()
     (event,) = await _events(server)
     assert (event.status, event.completion_tokens) == (200, 3)
+
+
+async def test_a_batch_redis_may_have_run_is_resent_as_events_only(
+    accounting: Accounting,
+) -> None:
+    """Sent but unanswered: a second settlement could count a cost twice, an event cannot."""
+    identity = _identity(rpm_limit=100)
+    ticket = await _admit(accounting, identity, CACHEABLE, "r1")
+    event = UsageEvent(
+        request_id="r1", key_id="k1", org_id="default", model="chat", created_ms=1, status=200
+    )
+    accounting._keep([(ticket, 20, 1000, b'{"id":"x"}', event)], ["refused"], sent=True)
+    assert accounting.retrying
+    assert accounting._settlements == [(ticket, 0, 0, None, event)]
+    assert ticket.admission is None  # the settlement script is not run again
+    assert accounting._cancels == ["refused"]
+    never_sent = await _admit(accounting, identity, PLAIN, "r2")
+    accounting._keep([(never_sent, 20, 1000, None, event)], [], sent=False)
+    assert accounting._settlements[0] == (never_sent, 20, 1000, None, event)  # whole, first
+    assert never_sent.admission is not None
