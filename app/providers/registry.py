@@ -52,10 +52,6 @@ SUPPORTED = frozenset(
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class ProviderUnavailable(Exception):
-    """A provider that cannot be built (its credentials are missing); it is skipped."""
-
-
 def build_provider(settings: ProviderSettings, api_key: str) -> Provider | None:
     """The adapter for a provider, or None (logged) when it cannot be served."""
     kind, hosting = settings.type, settings.hosting
@@ -69,7 +65,7 @@ def build_provider(settings: ProviderSettings, api_key: str) -> Provider | None:
         return None
     try:
         return _build(settings, api_key)
-    except (ProviderUnavailable, ValueError) as exc:
+    except ValueError as exc:  # credentials that cannot be found (AWS variables unset)
         log.warning("provider skipped", provider=settings.name, reason=str(exc))
         return None
 
@@ -106,9 +102,11 @@ def _auth(settings: ProviderSettings, api_key: str) -> httpx.Auth | None:
     if method == "aws_sigv4":
         return AwsSigV4Auth.from_environment(settings.region)
     if not api_key:
-        if settings.type == "ollama":
-            return None
-        raise ProviderUnavailable("no API key (set `api_key` or the variable it names)")
+        # an OpenAI-compatible server of one's own (vLLM, llama.cpp) or Ollama needs none; a
+        # vendor that does answers 401, which fails over and names the provider
+        if settings.type != "ollama" and (settings.type != "openai" or settings.hosting):
+            log.warning("provider has no API key", provider=settings.name)
+        return None
     header = {"anthropic": "x-api-key", "gemini": "x-goog-api-key"}.get(settings.type)
     if settings.hosting == "azure":
         header = "api-key"
