@@ -16,11 +16,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import apsw
 
-from storage.errors import StorageError
+from storage.errors import NotFound, StorageError, constraint_errors
 from storage.migrate import migrate
 
 P = ParamSpec("P")
@@ -89,6 +89,30 @@ def count(conn: apsw.Connection, sql: str, params: apsw.Bindings = ()) -> int:
     """The single integer a `SELECT COUNT(*) …` returns."""
     row = conn.execute(sql, params).fetchone()
     return int(row[0]) if row is not None else 0
+
+
+def page(
+    conn: apsw.Connection, query: str, table: str, offset: int, limit: int | None
+) -> tuple[list[tuple[apsw.SQLiteValue, ...]], int]:
+    """A page of `query`'s rows (`limit` None: all of them) and how many rows `table` has."""
+    bounds = (-1 if limit is None else max(0, limit), max(0, offset))
+    rows = conn.execute(f"{query} LIMIT ? OFFSET ?", bounds).fetchall()
+    return rows, count(conn, f"SELECT COUNT(*) FROM {table}")  # noqa: S608
+
+
+def replace_row(conn: apsw.Connection, table: str, values: dict[str, Any], entity: str) -> None:
+    """Set every column of the row `values["id"]` but its `created_at`.
+
+    Raises:
+        NotFound: no such row.
+        Conflict: a unique value belongs to another row.
+    """
+    values = {column: value for column, value in values.items() if column != "created_at"}
+    sets = ", ".join(f"{column} = :{column}" for column in values if column != "id")
+    with constraint_errors(entity):
+        conn.execute(f"UPDATE {table} SET {sets} WHERE id = :id", values)  # noqa: S608
+    if conn.changes() == 0:
+        raise NotFound(str(values["id"]), entity)
 
 
 def config_version(conn: apsw.Connection) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from storage.db import count
+from storage.db import page, replace_row
 from storage.errors import InvalidValue, NotFound, constraint_errors
 from storage.records import ProviderRecord, now
 
@@ -79,11 +79,7 @@ def list_providers(
     conn: apsw.Connection, offset: int = 0, limit: int | None = None
 ) -> tuple[list[ProviderRecord], int]:
     """A page of providers ordered by priority (then id), and the total; no limit = all."""
-    rows = conn.execute(
-        f"{_SELECT} {_ORDER} LIMIT ? OFFSET ?",
-        (-1 if limit is None else max(0, limit), max(0, offset)),
-    ).fetchall()
-    total = count(conn, "SELECT COUNT(*) FROM providers")
+    rows, total = page(conn, f"{_SELECT} {_ORDER}", "providers", offset, limit)
     return [_record(r) for r in rows], total
 
 
@@ -99,13 +95,7 @@ def update_provider(conn: apsw.Connection, record: ProviderRecord) -> ProviderRe
         NotFound: no such provider.
     """
     record = msgspec.structs.replace(_completed(record, record.id), updated_at=now())
-    values = _values(record)
-    del values["created_at"]
-    sets = ", ".join(f"{c} = :{c}" for c in values if c != "id")
-    with constraint_errors("provider"):
-        conn.execute(f"UPDATE providers SET {sets} WHERE id = :id", values)  # noqa: S608
-    if conn.changes() == 0:
-        raise NotFound(record.id, "provider")
+    replace_row(conn, "providers", _values(record), "provider")
     return get_provider(conn, record.id)
 
 

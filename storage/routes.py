@@ -9,7 +9,7 @@ import apsw
 import msgspec
 import uuid_utils
 
-from storage.db import count
+from storage.db import page, replace_row
 from storage.errors import InvalidValue, NotFound, constraint_errors
 from storage.records import RouteRecord, RouteTarget, now
 
@@ -67,11 +67,7 @@ def list_routes(
     conn: apsw.Connection, offset: int = 0, limit: int | None = None
 ) -> tuple[list[RouteRecord], int]:
     """A page of routes ordered by model alias, and the total; no limit = all."""
-    rows = conn.execute(
-        f"{_SELECT} {_ORDER} LIMIT ? OFFSET ?",
-        (-1 if limit is None else max(0, limit), max(0, offset)),
-    ).fetchall()
-    total = count(conn, "SELECT COUNT(*) FROM routes")
+    rows, total = page(conn, f"{_SELECT} {_ORDER}", "routes", offset, limit)
     return [_record(r) for r in rows], total
 
 
@@ -88,13 +84,7 @@ def update_route(conn: apsw.Connection, record: RouteRecord) -> RouteRecord:
         Conflict: the new alias belongs to another route.
     """
     record = msgspec.structs.replace(record, updated_at=now())
-    values = _values(record)
-    del values["created_at"]
-    sets = ", ".join(f"{c} = :{c}" for c in values if c != "id")
-    with constraint_errors("route"):
-        conn.execute(f"UPDATE routes SET {sets} WHERE id = :id", values)  # noqa: S608
-    if conn.changes() == 0:
-        raise NotFound(record.id, "route")
+    replace_row(conn, "routes", _values(record), "route")
     return get_route(conn, record.id)
 
 
