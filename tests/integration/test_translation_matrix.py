@@ -175,7 +175,7 @@ PROVIDERS = [
         "gemini",
         "gemini-2.0-flash",
         {"type": "gemini", **VERTEX, "region": "us-central1"},
-        no_embeddings="Vertex AI embeds with :predict, which the Gemini adapter does not speak",
+        embedding_model="text-embedding-005",  # Vertex AI's `:predict`, with token counts
     ),
     Hosted(
         "ollama",
@@ -572,6 +572,8 @@ def test_embeddings(stack: Stack, hosted: Hosted, encoding: str) -> None:
         assert item.object == "embedding"
         assert item.embedding == pytest.approx(_vector(hosted.fake, text), rel=1e-6)
     assert answer.usage.prompt_tokens > 0
+    if hosted.name == "gemini-vertex":  # counted by Vertex: len // 4 + 1 per text in the fake
+        assert answer.usage.prompt_tokens == sum(len(text) // 4 + 1 for text in texts)
 
 
 # --- usage: answers and recorded rows -------------------------------------------------------

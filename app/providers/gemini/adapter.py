@@ -11,8 +11,13 @@ from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from app.domain import InvalidRequest, Operation, Payload, Reply
-from app.providers.gemini.answer import openai_error_body, translate_embeddings, translate_response
-from app.providers.gemini.request import build_chat_body, build_embedding_body
+from app.providers.gemini.answer import (
+    openai_error_body,
+    translate_embeddings,
+    translate_predictions,
+    translate_response,
+)
+from app.providers.gemini.request import build_chat_body, build_embedding_body, build_predict_body
 from app.providers.gemini.stream import GeminiStream, translate_stream
 from app.providers.openai_shapes.adapter import TranslatingAdapter
 from app.providers.transport import Transport
@@ -47,8 +52,13 @@ class GeminiAdapter(TranslatingAdapter):
         return Reply(body=answer, usage=usage)
 
     async def _embed(self, payload: Payload, upstream_model: str) -> Reply:
-        if self.hosting == "vertex":
-            raise InvalidRequest("embeddings through Vertex AI are not supported yet")
+        if self.hosting == "vertex":  # Vertex AI's text-embedding models answer `:predict`
+            body, base64_vectors = build_predict_body(payload)
+            answer = await self._post(model_path(upstream_model, "predict"), body)
+            listing, usage = translate_predictions(
+                self._name, answer, upstream_model, base64_vectors=base64_vectors
+            )
+            return Reply(body=listing, usage=usage)
         body, base64_vectors = build_embedding_body(payload, upstream_model)
         answer = await self._post(model_path(upstream_model, "batchEmbedContents"), body)
         translated = translate_embeddings(

@@ -22,6 +22,7 @@ from app.providers.gemini.wire import (
     UsageMetadata,
     decode_embeddings,
     decode_error,
+    decode_predictions,
     decode_response,
 )
 from app.providers.openai_shapes.answer import (
@@ -171,6 +172,24 @@ def translate_embeddings(
         raise UpstreamProtocolError(provider, f"invalid batchEmbedContents answer: {exc}") from exc
     vectors = [item.values for item in answer.embeddings]
     return embedding_list(vectors, model, input_tokens, base64_vectors=base64_vectors)
+
+
+def translate_predictions(
+    provider: str, body: bytes, model: str, *, base64_vectors: bool
+) -> tuple[bytes, Usage]:
+    """A Vertex AI `:predict` answer as an OpenAI embeddings list, and its usage.
+
+    Unlike `batchEmbedContents`, Vertex counts each input's tokens (`statistics.token_count`),
+    so these embeddings are billed on the provider's numbers.
+    """
+    try:
+        answer = decode_predictions(body)
+    except msgspec.DecodeError as exc:
+        raise UpstreamProtocolError(provider, f"invalid predict answer: {exc}") from exc
+    vectors = [p.embeddings.values for p in answer.predictions]
+    tokens = sum(p.embeddings.statistics.token_count for p in answer.predictions)
+    listing = embedding_list(vectors, model, tokens, base64_vectors=base64_vectors)
+    return listing, Usage(prompt_tokens=tokens, total_tokens=tokens)
 
 
 def openai_error_body(status: int, body: bytes) -> bytes:

@@ -29,6 +29,9 @@ from app.providers.gemini.wire import (
     OutFunctionCall,
     OutFunctionResponse,
     Part,
+    Predict,
+    PredictInstance,
+    PredictParameters,
     ToolConfig,
     Tools,
 )
@@ -323,5 +326,20 @@ def build_embedding_body(payload: Payload, upstream_model: str) -> tuple[bytes, 
             )
             for text in texts
         ]
+    )
+    return encode(body), request.encoding_format == "base64"
+
+
+def build_predict_body(payload: Payload) -> tuple[bytes, bool]:
+    """Vertex AI's `:predict` body for text-embedding models, and whether base64 is wanted."""
+    request = decode_fields(payload.fields, _decode_embedding, "embeddings request")
+    texts = embedding_texts(request.input, "Vertex AI")
+    parameters = (
+        PredictParameters(output_dimensionality=request.dimensions)
+        if request.dimensions is not None
+        else None
+    )
+    body = Predict(
+        instances=[PredictInstance(content=text) for text in texts], parameters=parameters
     )
     return encode(body), request.encoding_format == "base64"

@@ -101,6 +101,21 @@ class BatchEmbed(_Wire):
     requests: list[EmbedOne]
 
 
+class PredictInstance(_Wire):
+    """One text for Vertex AI's text-embedding models (`:predict`)."""
+
+    content: str
+
+
+class PredictParameters(_Wire):
+    output_dimensionality: int | None = None
+
+
+class Predict(_Wire):
+    instances: list[PredictInstance]
+    parameters: PredictParameters | None = None
+
+
 class InFunctionCall(msgspec.Struct):
     name: str
     args: Any = None
@@ -161,6 +176,24 @@ class BatchEmbedResponse(msgspec.Struct):
     embeddings: list[Embedding]
 
 
+class PredictStatistics(msgspec.Struct):
+    token_count: int = 0
+
+
+class PredictEmbedding(msgspec.Struct):
+    values: list[float]
+    statistics: PredictStatistics = msgspec.field(default_factory=PredictStatistics)
+
+
+class Prediction(msgspec.Struct):
+    embeddings: PredictEmbedding
+
+
+class PredictResponse(msgspec.Struct):
+    predictions: list[Prediction]
+
+
 decode_response = msgspec.json.Decoder(GenerateResponse).decode
 decode_error = msgspec.json.Decoder(ErrorEnvelope | list[ErrorEnvelope]).decode
 decode_embeddings = msgspec.json.Decoder(BatchEmbedResponse).decode
+decode_predictions = msgspec.json.Decoder(PredictResponse).decode

@@ -559,6 +559,46 @@ def whole(answer: Answer, model: str, count: int, behaviour: Behaviour) -> bytes
     )
 
 
+def check_predict(body: Any) -> list[tuple[str, int]]:
+    """Vertex AI's text-embedding `:predict` body: the texts and their dimensions."""
+    body = _known(body, frozenset({"instances", "parameters"}), "")
+    instances = body.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise server.Refused("instances must be a non-empty list")
+    parameters = _known(
+        body.get("parameters", {}),
+        frozenset({"outputDimensionality", "autoTruncate"}),
+        "parameters",
+    )
+    size = parameters.get("outputDimensionality", EMBEDDING_SIZE)
+    _expect(size, int, "parameters.outputDimensionality")
+    out = []
+    for i, item in enumerate(instances):
+        instance = _known(item, frozenset({"content", "task_type", "title"}), f"instances[{i}]")
+        _expect(instance.get("content"), str, f"instances[{i}].content")
+        out.append((instance["content"], size))
+    return out
+
+
+def predictions(texts: list[tuple[str, int]]) -> bytes:
+    """The `:predict` answer: the same vectors as `batchEmbedContents`, with token counts."""
+    vectors = msgspec.json.decode(embeddings(texts))["embeddings"]
+    return _encode(
+        {
+            "predictions": [
+                {
+                    "embeddings": {
+                        "values": vector["values"],
+                        "statistics": {"token_count": len(text) // 4 + 1, "truncated": False},
+                    }
+                }
+                for vector, (text, _) in zip(vectors, texts, strict=True)
+            ],
+            "metadata": {"billableCharacterCount": sum(len(text) for text, _ in texts)},
+        }
+    )
+
+
 def embeddings(requests: list[tuple[str, int]]) -> bytes:
     out = []
     for text, size in requests:
@@ -653,6 +693,11 @@ class FakeGemini(server.AsgiFake):
             vectors = embeddings(check_embed(body, model))
             self._behaviour(model)  # embeddings take scripted statuses too
             await server.respond(send, 200, vectors, JSON)
+            return
+        if action == "predict" and vertex:
+            texts = check_predict(body)
+            self._behaviour(model)
+            await server.respond(send, 200, predictions(texts), JSON)
             return
         if action not in ("generateContent", "streamGenerateContent"):
             raise server.Refused(f"Method {action} not found for models/{model}.", 404)

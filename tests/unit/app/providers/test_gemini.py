@@ -33,6 +33,8 @@ from app.providers.gemini import (
     translate_response,
     translate_stream,
 )
+from app.providers.gemini.answer import translate_predictions
+from app.providers.gemini.request import build_predict_body
 from app.providers.transport import Transport
 
 MODEL = "gemini-2.0-flash"
@@ -982,8 +984,8 @@ async def test_embedding_floats_and_unreadable_answers() -> None:
 
 async def test_refusals_before_any_request() -> None:
     stub = StubTransport()
-    with pytest.raises(InvalidRequest, match="Vertex"):
-        await adapter(stub, "vertex").send(payload({"input": "a"}, Operation.EMBEDDINGS), "te")
+    with pytest.raises(InvalidRequest, match="Vertex"):  # token arrays: texts only
+        await adapter(stub, "vertex").send(payload({"input": [1, 2]}, Operation.EMBEDDINGS), "te")
     with pytest.raises(InvalidRequest, match="legacy completions"):
         await adapter(stub).send(payload({"prompt": "a"}, Operation.COMPLETIONS), MODEL)
     with pytest.raises(InvalidRequest):
@@ -1000,3 +1002,22 @@ async def test_name_and_aclose() -> None:
     assert gemini.name == "gem"
     await gemini.aclose()
     assert stub.closed
+
+
+def test_vertex_embeddings_are_a_predict_call_billed_on_its_token_counts() -> None:
+    request = {"model": "e", "input": ["one", "two"], "dimensions": 3, "encoding_format": "float"}
+    body, base64_vectors = build_predict_body(payload(request, Operation.EMBEDDINGS))
+    assert msgspec.json.decode(body) == {
+        "instances": [{"content": "one"}, {"content": "two"}],
+        "parameters": {"outputDimensionality": 3},
+    }
+    assert base64_vectors is False
+    answer = (
+        b'{"predictions":[{"embeddings":{"values":[0.1,0.2],"statistics":{"token_count":2}}},'
+        b'{"embeddings":{"values":[0.3,0.4],"statistics":{"token_count":5}}}]}'
+    )
+    listing, usage = translate_predictions("v", answer, "e", base64_vectors=False)
+    decoded = msgspec.json.decode(listing)
+    assert [item["embedding"] for item in decoded["data"]] == [[0.1, 0.2], [0.3, 0.4]]
+    assert decoded["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
+    assert (usage.prompt_tokens, usage.total_tokens) == (7, 7)
