@@ -18,7 +18,7 @@ import httpx
 import msgspec
 import pytest
 
-from app.domain import InvalidRequest, Operation, Payload, StreamBroken, UpstreamStatus, Usage
+from app.domain import Operation, Payload, StreamBroken, UpstreamStatus, Usage
 from app.providers.gemini import GeminiAdapter
 from app.providers.transport import Transport
 from tests.fakes.upstreams.harness import FakeUpstream
@@ -311,13 +311,21 @@ async def test_embeddings_batch(direct: GeminiAdapter, fake: FakeUpstream) -> No
     assert len(struct.unpack("<8f", base64.b64decode(vector))) == 8
 
 
-async def test_vertex_embeddings_are_refused(fake: FakeUpstream) -> None:
-    transport = Transport("v", fake.base + VERTEX_BASE, {}, connect_timeout=1, read_timeout=1)
-    adapter = GeminiAdapter("v", transport, hosting="vertex")
-    with pytest.raises(InvalidRequest, match="Vertex AI"):
-        await adapter.send(payload({"input": "x"}, Operation.EMBEDDINGS), "text-embedding-004")
-    await adapter.aclose()
-    assert fake.stats()["total"] == 0
+async def test_vertex_embeddings_go_to_predict_with_token_counts(
+    fake: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    adapter = GeminiAdapter("v", _transport(fake, "vertex", request), hosting="vertex")
+    try:
+        body = {"model": "e", "input": ["first", "second"], "dimensions": 4}
+        reply = await adapter.send(payload(body, Operation.EMBEDDINGS), "text-embedding-005")
+    finally:
+        await adapter.aclose()
+    answer = msgspec.json.decode(reply.body)
+    assert [(d["index"], len(d["embedding"])) for d in answer["data"]] == [(0, 4), (1, 4)]
+    tokens = len("first") // 4 + 1 + len("second") // 4 + 1  # the fake's token_count
+    assert reply.usage is not None and reply.usage.prompt_tokens == tokens
+    assert answer["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    assert fake.stats()["requests"] == {f"POST {VERTEX_BASE}/models/text-embedding-005:predict": 1}
 
 
 async def test_cut_stream_is_broken(gemini: GeminiAdapter, fake: FakeUpstream) -> None:

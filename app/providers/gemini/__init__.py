@@ -1,7 +1,8 @@
 """Gemini upstream (Google AI Studio and Vertex AI), translated from and to OpenAI's shapes.
 
 Chat goes to `generateContent` and `streamGenerateContent?alt=sse`, embeddings to
-`batchEmbedContents` (direct) or `:predict` (Vertex AI's text-embedding models). Every answer leaves in OpenAI's shapes, errors included. The pure
+`batchEmbedContents` (direct) or `:predict` (Vertex AI's text-embedding models). Every answer
+leaves in OpenAI's shapes, errors included. The pure
 parts - `request` (`build_chat_body`), `answer` (`translate_response`, `openai_error_body`)
 and `stream` (`GeminiStream`) - do no I/O; `wire` holds Gemini's own bodies and answers, and
 `adapter` the small I/O class.
