@@ -2,10 +2,9 @@
 
 Chat goes to `generateContent` and `streamGenerateContent?alt=sse`, embeddings to
 `batchEmbedContents` (direct) or `:predict` (Vertex AI's text-embedding models). Every answer
-leaves in OpenAI's shapes, errors included. The pure
-parts - `request` (`build_chat_body`), `answer` (`translate_response`, `openai_error_body`)
-and `stream` (`GeminiStream`) - do no I/O; `wire` holds Gemini's own bodies and answers, and
-`adapter` the small I/O class.
+leaves in OpenAI's shapes, errors included. The pure parts - `request` (`build_chat_body`),
+`answer` (`translate_response`, `openai_error_body`) and `stream` (`GeminiStream`) - do no
+I/O; `wire` holds Gemini's own bodies and answers, and `adapter` the small I/O class.
 """
 
 from app.providers.gemini.adapter import HOSTINGS, GeminiAdapter, model_path
