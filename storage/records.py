@@ -13,11 +13,13 @@ from typing import Generic, TypeVar
 
 import msgspec
 
+from app.domain import ROLE_PERMISSIONS
 from storage.errors import InvalidValue
 
 T = TypeVar("T")
 
-ROLES = frozenset({"admin", "member", "viewer", "service_account"})
+ROLES = frozenset(ROLE_PERMISSIONS)
+"""Gandalf's roles: those the data plane knows the permissions of."""
 PERIODS = frozenset({"hourly", "daily"})
 
 
