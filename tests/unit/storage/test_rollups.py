@@ -15,6 +15,7 @@ from storage.errors import InvalidValue
 from storage.records import Rollup, UsageRecord
 from storage.rollups import add_to_rollups, day_of, hour_of, record_usage
 from storage.usage import UsageFilters, list_usage, usage_summary
+from tests.unit.storage.factories import usage_record
 
 
 @pytest.fixture
@@ -22,24 +23,6 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database = Database.open_sync(str(tmp_path / "gandalf.db"))
     yield database
     database.close()
-
-
-def _usage(request_id: str, created_at: str, **fields: Any) -> UsageRecord:
-    base: dict[str, Any] = {
-        "request_id": request_id,
-        "key_id": "k1",
-        "org_id": "default",
-        "model": "chat",
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "total_tokens": 15,
-        "cached": False,
-        "latency_ms": 120,
-        "status_code": 200,
-        "usage_source": "provider",
-        "created_at": created_at,
-    }
-    return UsageRecord(**{**base, **fields})
 
 
 def _random_batch(rng: random.Random, ids: range) -> list[UsageRecord]:
@@ -50,7 +33,7 @@ def _random_batch(rng: random.Random, ids: range) -> list[UsageRecord]:
         hour = rng.choice(["2026-01-01T23", "2026-01-02T00", "2026-01-02T01"])
         offset = rng.choice(["Z", "+00:00", "+02:00"])
         batch.append(
-            _usage(
+            usage_record(
                 f"req-{i}",
                 f"{hour}:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{i % 1000:03d}{offset}",
                 key_id=rng.choice(["k1", "k2"]),
@@ -132,7 +115,9 @@ def _fields(record: UsageRecord) -> dict[str, Any]:
 
 def test_costs_sum_exactly_in_nano_usd(db: Database) -> None:
     # 0.1 USD ten thousand times: a float sum drifts, an integer sum does not
-    batch = [_usage(f"r{i}", "2026-01-01T10:00:00Z", cost_nano=100_000_000) for i in range(10_000)]
+    batch = [
+        usage_record(f"r{i}", "2026-01-01T10:00:00Z", cost_nano=100_000_000) for i in range(10_000)
+    ]
     db.write_sync(record_usage, batch[:5_000])
     db.write_sync(record_usage, batch[4_000:])
     summary = db.read_sync(usage_summary, UsageFilters())
@@ -145,10 +130,10 @@ def test_costs_sum_exactly_in_nano_usd(db: Database) -> None:
 
 
 def test_a_failed_batch_adds_nothing_to_the_rollups(db: Database) -> None:
-    db.write_sync(record_usage, [_usage("r1", "2026-01-01T10:00:00Z")])
+    db.write_sync(record_usage, [usage_record("r1", "2026-01-01T10:00:00Z")])
     bad = [
-        _usage("r2", "2026-01-01T10:00:00Z"),
-        _usage("r3", "2026-01-01T10:00:00Z", usage_source="x"),
+        usage_record("r2", "2026-01-01T10:00:00Z"),
+        usage_record("r3", "2026-01-01T10:00:00Z", usage_source="x"),
     ]
     with pytest.raises(InvalidValue):
         db.write_sync(record_usage, bad)
@@ -159,8 +144,10 @@ def test_a_failed_batch_adds_nothing_to_the_rollups(db: Database) -> None:
 
 def test_adding_keeps_what_the_bucket_held(db: Database) -> None:
     def scenario(conn: apsw.Connection) -> list[Rollup]:
-        assert add_to_rollups(conn, [_usage("r1", "2026-01-01T10:05:00.000Z", cost_nano=3)]) == 2
-        late = _usage("r2", "2026-01-01T10:59:59.999Z", cost_nano=5, cached=True)
+        assert (
+            add_to_rollups(conn, [usage_record("r1", "2026-01-01T10:05:00.000Z", cost_nano=3)]) == 2
+        )
+        late = usage_record("r2", "2026-01-01T10:59:59.999Z", cost_nano=5, cached=True)
         assert add_to_rollups(conn, [late]) == 2
         assert add_to_rollups(conn, []) == 0
         return usage_summary(conn, UsageFilters(period="hourly"))
@@ -178,11 +165,11 @@ def test_recording_moves_last_used_at_forward_only(db: Database) -> None:
     db.write_sync(
         record_usage,
         [
-            _usage("r1", "2026-11-26T10:00:00.000Z"),
-            _usage("r2", "2026-11-26T12:00:00.000Z"),
-            _usage("r3", "2026-11-26T11:00:00.000Z", key_id="gone"),  # no such key: skipped
+            usage_record("r1", "2026-11-26T10:00:00.000Z"),
+            usage_record("r2", "2026-11-26T12:00:00.000Z"),
+            usage_record("r3", "2026-11-26T11:00:00.000Z", key_id="gone"),  # no such key: skipped
         ],
     )
     assert db.read_sync(keys.get_key, "k1").last_used_at == "2026-11-26T12:00:00.000Z"
-    db.write_sync(record_usage, [_usage("r4", "2026-11-26T09:00:00.000Z")])  # late, older
+    db.write_sync(record_usage, [usage_record("r4", "2026-11-26T09:00:00.000Z")])  # late, older
     assert db.read_sync(keys.get_key, "k1").last_used_at == "2026-11-26T12:00:00.000Z"

@@ -14,7 +14,7 @@ import pytest
 from storage.db import config_version, open_connection
 from storage.errors import InvalidValue
 from storage.migrate import available, migrate
-from storage.records import Rollup, UsageRecord
+from storage.records import Rollup
 from storage.usage import (
     UsageFilters,
     insert_new_usage,
@@ -23,6 +23,7 @@ from storage.usage import (
     upsert_rollups,
     usage_summary,
 )
+from tests.unit.storage.factories import usage_record
 
 
 @pytest.fixture
@@ -31,24 +32,6 @@ def conn(tmp_path: Path) -> Iterator[apsw.Connection]:
     migrate(connection)
     yield connection
     connection.close()
-
-
-def _usage(request_id: str, created_at: str, **fields: Any) -> UsageRecord:
-    base: dict[str, Any] = {
-        "request_id": request_id,
-        "key_id": "k1",
-        "org_id": "default",
-        "model": "chat",
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "total_tokens": 15,
-        "cached": False,
-        "latency_ms": 120,
-        "status_code": 200,
-        "usage_source": "provider",
-        "created_at": created_at,
-    }
-    return UsageRecord(**{**base, **fields})
 
 
 def _rollup(bucket: str, period: str = "hourly", **fields: Any) -> Rollup:
@@ -71,7 +54,7 @@ def _rollup(bucket: str, period: str = "hourly", **fields: Any) -> Rollup:
 
 
 def test_insert_assigns_ids_and_round_trips(conn: apsw.Connection) -> None:
-    record = _usage(
+    record = usage_record(
         "r1",
         "2026-01-01T10:00:00Z",
         upstream_model="gpt-4o-2024",
@@ -94,11 +77,11 @@ def test_insert_assigns_ids_and_round_trips(conn: apsw.Connection) -> None:
 
 
 def test_a_redelivered_request_id_is_ignored(conn: apsw.Connection) -> None:
-    batch = [_usage("r1", "2026-01-01T10:00:00Z"), _usage("r2", "2026-01-01T10:00:01Z")]
+    batch = [usage_record("r1", "2026-01-01T10:00:00Z"), usage_record("r2", "2026-01-01T10:00:01Z")]
     assert insert_usage(conn, batch) == 2
     again = [
-        _usage("r2", "2026-01-01T10:00:01Z", total_tokens=999),
-        _usage("r3", "2026-01-01T10:00:02Z"),
+        usage_record("r2", "2026-01-01T10:00:01Z", total_tokens=999),
+        usage_record("r3", "2026-01-01T10:00:02Z"),
     ]
     assert insert_usage(conn, again) == 1
     rows, total = list_usage(conn, UsageFilters())
@@ -108,14 +91,14 @@ def test_a_redelivered_request_id_is_ignored(conn: apsw.Connection) -> None:
 
 
 def test_insert_new_usage_returns_only_the_rows_inserted(conn: apsw.Connection) -> None:
-    insert_usage(conn, [_usage("r1", "2026-01-01T10:00:00Z")])
+    insert_usage(conn, [usage_record("r1", "2026-01-01T10:00:00Z")])
     fresh = insert_new_usage(
         conn,
         [
-            _usage("r1", "2026-01-01T10:00:00Z"),
-            _usage("r2", "2026-01-01T11:00:00+01:00", prompt_tokens=1),
-            _usage("r2", "2026-01-01T10:00:00Z", prompt_tokens=2),
-            _usage("r3", "2026-01-01T10:00:01Z", cost_nano=7),
+            usage_record("r1", "2026-01-01T10:00:00Z"),
+            usage_record("r2", "2026-01-01T11:00:00+01:00", prompt_tokens=1),
+            usage_record("r2", "2026-01-01T10:00:00Z", prompt_tokens=2),
+            usage_record("r3", "2026-01-01T10:00:01Z", cost_nano=7),
         ],
     )
     assert [(r.request_id, r.prompt_tokens) for r in fresh] == [("r2", 1), ("r3", 10)]
@@ -126,7 +109,7 @@ def test_insert_new_usage_returns_only_the_rows_inserted(conn: apsw.Connection) 
 
 
 def test_cost_usd_is_derived_from_cost_nano(conn: apsw.Connection) -> None:
-    insert_usage(conn, [_usage("r1", "2026-01-01T10:00:00Z", cost_nano=1_234, cost_usd=99.0)])
+    insert_usage(conn, [usage_record("r1", "2026-01-01T10:00:00Z", cost_nano=1_234, cost_usd=99.0)])
     (stored,), _ = list_usage(conn, UsageFilters())
     assert (stored.cost_nano, stored.cost_usd) == (1_234, 1.234e-6)
 
@@ -154,14 +137,14 @@ def test_migration_2_backfills_cost_nano_from_cost_usd(tmp_path: Path) -> None:
 
 def test_a_bad_row_fails_the_batch_instead_of_vanishing(conn: apsw.Connection) -> None:
     with pytest.raises(InvalidValue):
-        insert_usage(conn, [_usage("r1", "2026-01-01T10:00:00Z", usage_source="guessed")])
+        insert_usage(conn, [usage_record("r1", "2026-01-01T10:00:00Z", usage_source="guessed")])
     with pytest.raises(InvalidValue, match="RFC3339"):
-        insert_usage(conn, [_usage("r1", "not a time")])
+        insert_usage(conn, [usage_record("r1", "not a time")])
 
 
 def test_usage_does_not_bump_the_config_version(conn: apsw.Connection) -> None:
     start = config_version(conn)
-    insert_usage(conn, [_usage("r1", "2026-01-01T10:00:00Z")])
+    insert_usage(conn, [usage_record("r1", "2026-01-01T10:00:00Z")])
     upsert_rollups(conn, [_rollup("2026-01-01T10:00:00Z")])
     assert config_version(conn) == start
 
@@ -171,10 +154,10 @@ def filled(conn: apsw.Connection) -> apsw.Connection:
     insert_usage(
         conn,
         [
-            _usage("a", "2026-01-01T09:59:59.999Z"),
-            _usage("b", "2026-01-01T10:00:00Z"),
-            _usage("c", "2026-01-01T10:30:00Z", model="embed"),
-            _usage("d", "2026-01-01T11:00:00Z", key_id="k2", org_id="acme"),
+            usage_record("a", "2026-01-01T09:59:59.999Z"),
+            usage_record("b", "2026-01-01T10:00:00Z"),
+            usage_record("c", "2026-01-01T10:30:00Z", model="embed"),
+            usage_record("d", "2026-01-01T11:00:00Z", key_id="k2", org_id="acme"),
         ],
     )
     return conn
