@@ -371,18 +371,14 @@ class Recorder:
         stored_intents: dict[bytes, bytes] = await self._client.hgetall(  # type: ignore[assignment]
             keyspace.intents(worker)
         )
-        intents = [
-            intent
-            for raw in stored_intents.values()
-            if (intent := self._to_intent(raw)) is not None
-        ]
-        stored = await self._db.read(stored_request_ids, [i.request_id for i in intents])
-        orphans = [i for i in intents if i.request_id not in stored]
+        lost = [orphan for raw in stored_intents.values() if (orphan := self._orphan(raw))]
+        stored = await self._db.read(stored_request_ids, [i.request_id for i, _ in lost])
+        orphans = [(i, record) for i, record in lost if i.request_id not in stored]
         fresh: list[UsageRecord] = []
         if orphans:
-            fresh = await self._db.write(record_new_usage, [_orphan_record(i) for i in orphans])
+            fresh = await self._db.write(record_new_usage, [record for _, record in orphans])
             new_ids = {record.request_id for record in fresh}
-            await self._charge([i for i in orphans if i.request_id in new_ids])
+            await self._charge([i for i, _ in orphans if i.request_id in new_ids])
             self.stats.orphans += len(fresh)
             log.warning(
                 "requests of a worker that died recorded at their estimate",
@@ -418,15 +414,15 @@ class Recorder:
 
         await self._limiter.run(self._client, build)
 
-    def _to_intent(self, raw: bytes) -> UsageIntent | None:
+    def _orphan(self, raw: bytes) -> tuple[UsageIntent, UsageRecord] | None:
+        """An intent and its row; None (counted, logged) for one no row can hold."""
         try:
             intent = _decode_intent(raw)
-            _orphan_record(intent)  # values a row can hold, or it would fail every sweep
+            return intent, _orphan_record(intent)
         except (msgspec.DecodeError, ValueError) as exc:
             self.stats.malformed += 1
             log.warning("malformed usage intent dropped", error=str(exc), intent=raw[:300])
             return None
-        return intent
 
     def _to_record(self, entry: Entry) -> UsageRecord | None:
         entry_id, fields = entry

@@ -54,7 +54,6 @@ class Supervisor:
         self.config = config
         self.config_path = config_path.resolve() if config_path is not None else None
         self.with_data_plane = data_plane
-        self._db: Database | None = None
 
     async def run(self) -> int:
         """Run until a signal (exit 0) or a child that keeps dying (exit 1)."""
@@ -68,7 +67,7 @@ class Supervisor:
                 redis_url = embedded.start()  # main thread: see workers/lifetime.py
                 stack.callback(embedded.stop)
                 log.info("embedded redis started", socket=str(embedded.socket))
-            db = self._db = await Database.open(self.config.database.dsn)
+            db = await Database.open(self.config.database.dsn)
             stack.push_async_callback(db.aclose)
             await self._seed(db)
             client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
@@ -91,7 +90,7 @@ class Supervisor:
             data_plane = self._data_plane(redis_url)
             code = 0
             try:
-                await self._serve(server, publisher, recorder, data_plane, embedded)
+                await self._serve(server, publisher, recorder, data_plane, embedded, db=db)
             except* StopRequested:
                 pass
             except* ChildFailed as failed:
@@ -146,6 +145,8 @@ class Supervisor:
         recorder: Recorder,
         data_plane: DataPlaneProcess | None,
         embedded: EmbeddedRedis | None,
+        *,
+        db: Database,
     ) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -155,9 +156,8 @@ class Supervisor:
             admin = tasks.create_task(server.serve(), name="admin-api")
             tasks.create_task(publisher.watch(), name="publisher")
             tasks.create_task(recorder.run(), name="usage-recorder")
-            if self._db is not None:
-                retention = self.config.database.usage_retention_days
-                tasks.create_task(keep_pruning(self._db, retention), name="usage-retention")
+            retention = self.config.database.usage_retention_days
+            tasks.create_task(keep_pruning(db, retention), name="usage-retention")
             if embedded is not None:
                 tasks.create_task(_watch_embedded(embedded), name="embedded-redis")
             if data_plane is not None:
